@@ -1,0 +1,32 @@
+"""Pieces shared by the models: activations by name, conv/pool output sizes, the residual block."""
+
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module for `name` (one of ACTIVATIONS)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+def out_dim(in_dim: int, kernel_size: int, padding: int = 0, stride: int = 1, dilation: int = 1) -> int:
+    """Output height/width of a conv or pooling layer (seed 003's formula, as in PyTorch's docs)."""
+    return (in_dim + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+class ResBlock(nn.Module):
+    """Two linear layers with a skip connection: relu(x + fc1(dropout(relu(fc0(x)))))  (seed 003)."""
+
+    def __init__(self, dim: int, dropout: float = 0.0, activation: str = "relu") -> None:
+        super().__init__()
+        self.fc = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim)])
+        self.activation = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.dropout(self.activation(self.fc[0](x)))
+        return self.activation(self.fc[1](out) + x)

@@ -1,0 +1,36 @@
+"""Checkpoints: dicts of tensors and plain values, written atomically, read with `weights_only=True`."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` atomically: a temporary file in the same folder, flushed, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint without running code from it (`weights_only=True`)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run depends on, as tensors: torch's CPU and CUDA generators and the loader's."""
+    states = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states

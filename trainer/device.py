@@ -1,0 +1,24 @@
+"""Pick the training device: `auto` takes CUDA, then MPS, then the CPU; an explicit device must exist."""
+
+import torch
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """Return the device for `name` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps'); raise if it is not available here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"trainer.device={name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"trainer.device={name!r} is not available: this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"trainer.device={name!r} is not available: this machine has no MPS device")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return device
