@@ -40,6 +40,8 @@ def check_config(cfg: DictConfig) -> None:
         ("optimizer.lr", cfg.optimizer.get("lr"), lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
         ("data.validation_size", cfg.data.validation_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
         ("data.max_shift", cfg.data.max_shift, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+        ("data.train_subset", cfg.data.train_subset, lambda v: v is None or isinstance(v, int) and v > 0,
+         "null or an integer > 0"),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     ]
     for key, value, valid, expected in checks:
@@ -69,6 +71,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     (train_images, train_labels), (val_images, val_labels) = split_validation(
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
     )
+    if cfg.data.train_subset is not None:
+        train_images, train_labels = train_images[: cfg.data.train_subset], train_labels[: cfg.data.train_subset]
     train_batches = DeviceBatches(
         train_images, train_labels, cfg.trainer.batch_size, device,
         shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
