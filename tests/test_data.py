@@ -45,7 +45,9 @@ def test_seed_pickle_reads_the_same_tensors_as_idx(tmp_path: Path, tiny_mnist: P
     (x_train, y_train), (x_test, y_test) = tiny_arrays()
     path = tmp_path / "mnist.pkl"
     with open(path, "wb") as file:
-        pickle.dump(((x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))), file, protocol=protocol)
+        pickle.dump(
+            ((x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))), file, protocol=protocol
+        )
     assert_same_as_idx(read_pickle(path), tiny_mnist)
 
 
@@ -62,7 +64,11 @@ def test_classic_train_valid_test_layout_joins_train_and_valid(tmp_path: Path, t
     (x_train, y_train), (x_test, y_test) = tiny_arrays()
     path = tmp_path / "classic.pkl"
     with open(path, "wb") as file:
-        pickle.dump(((x_train[:500], y_train[:500]), (x_train[500:], y_train[500:]), (x_test, y_test)), file, protocol=2)
+        pickle.dump(
+            ((x_train[:500], y_train[:500]), (x_train[500:], y_train[500:]), (x_test, y_test)),
+            file,
+            protocol=2,
+        )
     assert_same_as_idx(read_pickle(path), tiny_mnist)
 
 
@@ -153,7 +159,9 @@ def test_normalize_uses_mnist_mean_and_std() -> None:
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1).expand(2, 28, 28)
     out = normalize(images)
     assert out.shape == (2, 1, 28, 28)
-    assert torch.allclose(out[:, 0, 0, 0], torch.tensor([-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD]))
+    assert torch.allclose(
+        out[:, 0, 0, 0], torch.tensor([-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD])
+    )
 
 
 def test_random_shift_moves_whole_images_by_at_most_max_shift() -> None:
@@ -179,4 +187,15 @@ def test_real_mnist_files_pass_their_md5(mnist_root: Path) -> None:
     assert unverified_files(mnist_root / "MNIST" / "raw") == []
     data = read_idx(mnist_root)
     assert (len(data.train_labels), len(data.test_labels)) == (60_000, 10_000)
-    assert torch.bincount(data.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(data.test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]

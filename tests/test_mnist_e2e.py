@@ -16,7 +16,9 @@ from tests.conftest import PROJECT_ROOT, compose_config
 pytestmark = pytest.mark.mnist
 
 
-def test_one_epoch_of_lenet_reaches_97_percent_on_the_official_test_set(mnist_root: Path, tmp_path: Path) -> None:
+def test_one_epoch_of_lenet_reaches_97_percent_on_the_official_test_set(
+    mnist_root: Path, tmp_path: Path
+) -> None:
     cfg = compose_config(f"data.source.root={mnist_root}", "trainer.epochs=1", "trainer.device=cpu")
     metrics = train.train(cfg, tmp_path)
     assert metrics["model"] == "LeNet" and metrics["parameters"] == 61_706
@@ -32,12 +34,17 @@ def test_made_pickle_holds_exactly_the_official_files(mnist_root: Path) -> None:
 def run_train(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "train.py"), *args],
-        capture_output=True, text=True, timeout=600, cwd="/",  # any working directory will do
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd="/",  # any working directory will do
     )
 
 
 def test_command_line_run_prints_one_line_per_epoch_and_a_summary(mnist_root: Path, tmp_path: Path) -> None:
-    done = run_train("trainer.epochs=2", "data.train_subset=3000", "data=mnist_pickle", f"hydra.run.dir={tmp_path}")
+    done = run_train(
+        "trainer.epochs=2", "data.train_subset=3000", "data=mnist_pickle", f"hydra.run.dir={tmp_path}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "epoch 1/2" in out and "epoch 2/2" in out
@@ -47,9 +54,15 @@ def test_command_line_run_prints_one_line_per_epoch_and_a_summary(mnist_root: Pa
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
 
 
-def test_multirun_over_the_three_models_gives_one_run_directory_each(mnist_root: Path, tmp_path: Path) -> None:
+def test_multirun_over_the_three_models_gives_one_run_directory_each(
+    mnist_root: Path, tmp_path: Path
+) -> None:
     done = run_train(
-        "-m", "model=lenet,lenet_res,resmlp", "trainer.epochs=1", "data.train_subset=5000", f"hydra.sweep.dir={tmp_path}"
+        "-m",
+        "model=lenet,lenet_res,resmlp",
+        "trainer.epochs=1",
+        "data.train_subset=5000",
+        f"hydra.sweep.dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())

@@ -53,11 +53,13 @@ class SeedLeNet(nn.Module):
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
-        self.conv = nn.ModuleList([
-            nn.Conv2d(in_channels, 6, kernel_size=5, stride=1),
-            nn.Conv2d(6, 16, kernel_size=5, stride=1),
-            nn.Conv2d(16, 120, kernel_size=5, stride=1),
-        ])
+        self.conv = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels, 6, kernel_size=5, stride=1),
+                nn.Conv2d(6, 16, kernel_size=5, stride=1),
+                nn.Conv2d(16, 120, kernel_size=5, stride=1),
+            ]
+        )
         self.pool = nn.AvgPool2d(2)
         self.activation = nn.Tanh()
         self.fc = nn.ModuleList([nn.Linear(120, 84), nn.Linear(84, 10)])
@@ -89,7 +91,11 @@ def test_lenet_res_applies_its_batch_norm_layers() -> None:
 
 def test_lenet_res_ends_with_the_84_to_10_layer() -> None:
     model = LeNetRes()
-    assert [(layer.in_features, layer.out_features) for layer in model.fc] == [(120, 120), (120, 84), (84, 10)]
+    assert [(layer.in_features, layer.out_features) for layer in model.fc] == [
+        (120, 120),
+        (120, 84),
+        (84, 10),
+    ]
     captured = []
     model.fc[2].register_forward_hook(lambda _m, _i, out: captured.append(out))
     logits = model(torch.randn(4, 1, 28, 28))
@@ -130,12 +136,20 @@ def test_unknown_activation_is_refused_by_name(model_class: type[nn.Module]) -> 
 
 
 def test_out_dim_matches_pytorch_layers() -> None:
-    for size, kernel, stride, padding, dilation in itertools.product((7, 28, 32), (1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2)):
+    for size, kernel, stride, padding, dilation in itertools.product(
+        (7, 28, 32), (1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2)
+    ):
         if padding > kernel // 2 or dilation * (kernel - 1) + 1 > size + 2 * padding:
             continue
         conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding, dilation=dilation)
         actual = conv(torch.zeros(1, 1, size, size)).shape[-1]
-        assert out_dim(size, kernel, padding, stride, dilation) == actual, (size, kernel, stride, padding, dilation)
+        assert out_dim(size, kernel, padding, stride, dilation) == actual, (
+            size,
+            kernel,
+            stride,
+            padding,
+            dilation,
+        )
         if dilation == 1:
             pool = nn.AvgPool2d(kernel, stride=stride, padding=padding)
             assert out_dim(size, kernel, padding, stride) == pool(torch.zeros(1, 1, size, size)).shape[-1]

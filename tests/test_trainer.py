@@ -47,15 +47,25 @@ def test_schedules_follow_their_shapes() -> None:
     assert max(one) == pytest.approx(0.1) and one.index(max(one)) in (24, 25)
     assert one[0] == pytest.approx(0.1 / 25) and one[-1] < 1e-4
     cos = lrs_over(cosine, min_lr=0.001)
-    assert cos[0] == pytest.approx(0.1) and all(a >= b for a, b in zip(cos, cos[1:])) and cos[-1] < 0.0015
+    assert (
+        cos[0] == pytest.approx(0.1)
+        and all(a >= b for a, b in zip(cos, cos[1:], strict=False))
+        and cos[-1] < 0.0015
+    )
     stepped = lrs_over(step, every_epochs=3, gamma=0.5)  # 10 steps an epoch: halves every 30 steps
-    assert stepped[29] == pytest.approx(0.1) and stepped[30] == pytest.approx(0.05) and stepped[60] == pytest.approx(0.025)
+    assert (
+        stepped[29] == pytest.approx(0.1)
+        and stepped[30] == pytest.approx(0.05)
+        and stepped[60] == pytest.approx(0.025)
+    )
 
 
 def test_train_one_epoch_lowers_the_loss_on_learnable_data() -> None:
     torch.manual_seed(0)
     images, labels = synthetic_digits(512, 0)
-    batches = DeviceBatches(torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), shuffle=True)
+    batches = DeviceBatches(
+        torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), shuffle=True
+    )
     model = LeNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = evaluate(model, batches)
@@ -70,7 +80,10 @@ def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "ckpt" / "last.pt"
     save_checkpoint({"model": LeNet().state_dict(), "epoch": 1}, path)
     original = path.read_bytes()
-    with mock.patch("torch.save", side_effect=OSError(28, "No space left on device")), pytest.raises(OSError):
+    with (
+        mock.patch("torch.save", side_effect=OSError(28, "No space left on device")),
+        pytest.raises(OSError, match=f"could not write checkpoint {path}: No space left"),
+    ):
         save_checkpoint({"model": LeNet().state_dict(), "epoch": 2}, path)
     assert path.read_bytes() == original
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
@@ -87,6 +100,7 @@ def run_tiny(tmp_path: Path, tiny_mnist: Path, name: str, *overrides: str) -> tu
 def without_timings(metrics: dict) -> dict:
     def strip(d: dict) -> dict:
         return {k: v for k, v in d.items() if k not in TIMING_KEYS}
+
     return {**strip(metrics), "history": [strip(h) for h in metrics["history"]]}
 
 
@@ -96,7 +110,9 @@ def test_seeded_runs_repeat_exactly_and_seeds_differ(tmp_path: Path, tiny_mnist:
     other, other_dir = run_tiny(tmp_path, tiny_mnist, "c", "seed=8")
     assert without_timings(first) == without_timings(second)
     assert json.loads((first_dir / "metrics.json").read_text())["test_acc"] == first["test_acc"]
-    weights = [load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (first_dir, second_dir, other_dir)]
+    weights = [
+        load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (first_dir, second_dir, other_dir)
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert first["history"][-1]["train/loss"] < first["history"][0]["train/loss"]
@@ -105,8 +121,19 @@ def test_seeded_runs_repeat_exactly_and_seeds_differ(tmp_path: Path, tiny_mnist:
 def test_run_writes_metrics_checkpoints_and_tensorboard_curves(tmp_path: Path, tiny_mnist: Path) -> None:
     metrics, run_dir = run_tiny(tmp_path, tiny_mnist, "run", "trainer.epochs=3", "model=lenet_res")
     saved = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("model", "parameters", "epochs", "best_val_acc", "test_loss", "test_acc", "train_seconds",
-                "images_per_second", "device", "seed", "git_commit"):
+    for key in (
+        "model",
+        "parameters",
+        "epochs",
+        "best_val_acc",
+        "test_loss",
+        "test_acc",
+        "train_seconds",
+        "images_per_second",
+        "device",
+        "seed",
+        "git_commit",
+    ):
         assert key in saved, key
     assert saved["model"] == "LeNetRes" and saved["epochs"] == 3 and saved["device"] == "cpu"
     assert saved["test_acc"] > 0.9  # the synthetic classes are easy
@@ -122,8 +149,12 @@ def test_run_writes_metrics_checkpoints_and_tensorboard_curves(tmp_path: Path, t
     scalars = events.Tags()["scalars"]
     for tag in EPOCH_TAGS:
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag
-    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([h["val/acc"] for h in saved["history"]])
-    assert len(events.Scalars("test/acc")) == 1 and events.Scalars("test/acc")[0].value == pytest.approx(saved["test_acc"])
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx(
+        [h["val/acc"] for h in saved["history"]]
+    )
+    assert len(events.Scalars("test/acc")) == 1 and events.Scalars("test/acc")[0].value == pytest.approx(
+        saved["test_acc"]
+    )
     assert {"test/loss", "test/acc"} <= set(scalars)
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer per run directory
 
@@ -133,6 +164,7 @@ def test_test_set_is_evaluated_with_the_best_checkpoint(tmp_path: Path, tiny_mni
     model = LeNet()
     model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
     from data.sources import read_idx
+
     data = read_idx(tiny_mnist)
     stats = evaluate(model, DeviceBatches(data.test_images, data.test_labels, 64, torch.device("cpu")))
     assert stats.accuracy == metrics["test_acc"]
@@ -148,7 +180,9 @@ def test_test_set_is_evaluated_with_the_best_checkpoint(tmp_path: Path, tiny_mni
         ("trainer.device=cuda:7", "trainer.device='cuda:7' is not available"),
     ],
 )
-def test_bad_values_are_refused_by_name(tmp_path: Path, tiny_mnist: Path, override: str, message: str) -> None:
+def test_bad_values_are_refused_by_name(
+    tmp_path: Path, tiny_mnist: Path, override: str, message: str
+) -> None:
     if override.startswith("trainer.device") and torch.cuda.device_count() > 7:
         pytest.fail("this test assumes fewer than 8 CUDA devices")
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

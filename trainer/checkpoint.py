@@ -18,8 +18,12 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint at `path` stays as it was
+        if isinstance(error, OSError):
+            raise OSError(
+                error.errno, f"could not write checkpoint {path}: {error.strerror or error}"
+            ) from error
         raise
 
 

@@ -14,9 +14,15 @@ def choose_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"trainer.device={name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise ValueError(f"trainer.device={name!r} is not available: this machine has {torch.cuda.device_count()} CUDA devices")
+        raise ValueError(
+            f"trainer.device={name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"trainer.device={name!r} is not available: this machine has {torch.cuda.device_count()} CUDA devices"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"trainer.device={name!r} is not available: this machine has no MPS device")
     if device.type not in ("cpu", "cuda", "mps"):

@@ -52,7 +52,9 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_one_epoch(model: nn.Module, batches: Batches, optimizer: Optimizer, scheduler: LRScheduler) -> EpochStats:
+def train_one_epoch(
+    model: nn.Module, batches: Batches, optimizer: Optimizer, scheduler: LRScheduler
+) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
     Sums stay on the device and are read once at the end: every `.item()` would be a synchronisation.
@@ -75,7 +77,9 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: Optimizer, sc
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
         if isinstance(batches, tqdm) and step % PROGRESS_EVERY == 0:
-            batches.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}", refresh=False)
+            batches.set_postfix(
+                loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}", refresh=False
+            )
     loss_mean, accuracy = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
     return EpochStats(loss_mean, accuracy, seen, time.perf_counter() - start)
 
@@ -129,12 +133,24 @@ def fit(
             train_images += train.images
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.2e  %.1f s  %.0f img/s",
-                epoch, epochs, train.loss, 100 * train.accuracy, val.loss, 100 * val.accuracy, lr,
-                train.seconds, train.images_per_second,
+                epoch,
+                epochs,
+                train.loss,
+                100 * train.accuracy,
+                val.loss,
+                100 * val.accuracy,
+                lr,
+                train.seconds,
+                train.images_per_second,
             )
             scalars = {
-                "train/loss": train.loss, "train/acc": train.accuracy, "val/loss": val.loss, "val/acc": val.accuracy,
-                "lr": lr, "time/epoch_s": train.seconds, "throughput/img_per_s": train.images_per_second,
+                "train/loss": train.loss,
+                "train/acc": train.accuracy,
+                "val/loss": val.loss,
+                "val/acc": val.accuracy,
+                "lr": lr,
+                "time/epoch_s": train.seconds,
+                "throughput/img_per_s": train.images_per_second,
             }
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, epoch)

@@ -18,7 +18,9 @@ def step(
 ) -> LRScheduler:
     """Multiply the learning rate by `gamma` every `every_epochs` epochs."""
     if every_epochs <= 0 or gamma <= 0:
-        raise ValueError(f"scheduler.every_epochs and scheduler.gamma must be > 0, got {every_epochs}, {gamma}")
+        raise ValueError(
+            f"scheduler.every_epochs and scheduler.gamma must be > 0, got {every_epochs}, {gamma}"
+        )
     return StepLR(optimizer, step_size=every_epochs * steps_per_epoch, gamma=gamma)
 
 
@@ -28,14 +30,22 @@ def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, min_lr:
 
 
 def one_cycle(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_fraction: float = 0.25,
-    div_factor: float = 25.0, final_div_factor: float = 1e4,
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_fraction: float = 0.25,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
 ) -> LRScheduler:
     """Warm up to the optimizer's learning rate over `warmup_fraction` of the run, then anneal (Smith 2018)."""
     if not 0.0 < warmup_fraction < 1.0:
         raise ValueError(f"scheduler.warmup_fraction must be in (0, 1), got {warmup_fraction}")
     peak = [group["lr"] for group in optimizer.param_groups]
     return OneCycleLR(
-        optimizer, max_lr=peak, total_steps=max(total_steps, 1), pct_start=warmup_fraction,
-        div_factor=div_factor, final_div_factor=final_div_factor,
+        optimizer,
+        max_lr=peak,
+        total_steps=max(total_steps, 1),
+        pct_start=warmup_fraction,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
     )

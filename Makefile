@@ -1,0 +1,38 @@
+# mnist-lab: `make train` and `make test` set everything up on a fresh clone (venv, packages, MNIST).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+LOGDIR ?= outputs
+
+.PHONY: install data train test lint format tensorboard clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+data: install  ## fetch MNIST (md5-verified) into data/MNIST/raw and write data/mnist.pkl
+	$(PY) -m data.fetch
+
+train: data  ## train the default model; pass overrides as ARGS="model=lenet_res trainer.epochs=3"
+	$(PY) train.py $(ARGS)
+
+test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-k data" to pick
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+tensorboard: install  ## open TensorBoard on LOGDIR (default outputs; multirun for sweeps)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+clean:  ## remove run outputs (not the data, not the venv)
+	rm -rf outputs multirun
