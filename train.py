@@ -31,45 +31,26 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 log = logging.getLogger("train")
 
 
+# Values a user types, with what each must be: checked before anything is built.
+_POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
+_NON_NEGATIVE_INT = (lambda v: type(v) is int and v >= 0, "an integer >= 0")
+CHECKED_KEYS = {
+    "seed": (lambda v: type(v) is int, "an integer"),
+    "trainer.epochs": _NON_NEGATIVE_INT,
+    "trainer.batch_size": _POSITIVE_INT,
+    "trainer.eval_batch_size": _POSITIVE_INT,
+    "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
+    "data.validation_size": _POSITIVE_INT,
+    "data.max_shift": _NON_NEGATIVE_INT,
+    "data.train_subset": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
+}
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Refuse values no run could use, naming the key and the value, before anything is built."""
-    checks = [
-        ("trainer.epochs", cfg.trainer.epochs, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        (
-            "trainer.batch_size",
-            cfg.trainer.batch_size,
-            lambda v: isinstance(v, int) and v > 0,
-            "an integer > 0",
-        ),
-        (
-            "trainer.eval_batch_size",
-            cfg.trainer.eval_batch_size,
-            lambda v: isinstance(v, int) and v > 0,
-            "an integer > 0",
-        ),
-        (
-            "optimizer.lr",
-            cfg.optimizer.get("lr"),
-            lambda v: isinstance(v, int | float) and v > 0,
-            "a number > 0",
-        ),
-        (
-            "data.validation_size",
-            cfg.data.validation_size,
-            lambda v: isinstance(v, int) and v > 0,
-            "an integer > 0",
-        ),
-        ("data.max_shift", cfg.data.max_shift, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        (
-            "data.train_subset",
-            cfg.data.train_subset,
-            lambda v: v is None or isinstance(v, int) and v > 0,
-            "null or an integer > 0",
-        ),
-        ("seed", cfg.seed, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    ]
-    for key, value, valid, expected in checks:
-        if isinstance(value, bool) or not valid(value):
+    """Refuse values no run could use, naming the key and the value."""
+    for key, (valid, expected) in CHECKED_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        if not valid(value):
             raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 

@@ -132,16 +132,9 @@ def fit(
             train_seconds += train.seconds
             train_images += train.images
             log.info(
-                "epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.2e  %.1f s  %.0f img/s",
-                epoch,
-                epochs,
-                train.loss,
-                100 * train.accuracy,
-                val.loss,
-                100 * val.accuracy,
-                lr,
-                train.seconds,
-                train.images_per_second,
+                f"epoch {epoch}/{epochs}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
+                f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  "
+                f"{train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
             )
             scalars = {
                 "train/loss": train.loss,
