@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from data.loader import DeviceBatches, split_validation
 from trainer import choose_device, fit
+from trainer.speed import configure_threads, prefers_channels_last, warm_up
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 # Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
@@ -30,6 +33,12 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 log = logging.getLogger("train")
 
+
+PRECISIONS = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}  # trainer.precision -> autocast dtype
 
 # Values a user types, with what each must be: checked before anything is built.
 _POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
@@ -40,6 +49,8 @@ CHECKED_KEYS = {
     "trainer.batch_size": _POSITIVE_INT,
     "trainer.eval_batch_size": _POSITIVE_INT,
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
+    "trainer.compile": (lambda v: type(v) is bool, "true or false"),
+    "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "data.validation_size": _POSITIVE_INT,
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
@@ -71,61 +82,86 @@ def git_revision() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Build data, model, optimizer and schedule from `cfg`, train, test, write `run_dir/metrics.json`."""
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the config: what `fit` and the benchmarks take."""
+
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_batches: DeviceBatches
+    val_batches: DeviceBatches
+    test_batches: DeviceBatches
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    threads: int
+    channels_last: bool
+    compile_seconds: float | None
+
+
+def build(cfg: DictConfig) -> Setup:
+    """Check `cfg` and build data, model, optimizer, schedule and speed settings from it."""
     check_config(cfg)
     device = choose_device(cfg.trainer.device)
+    threads = configure_threads(cfg.trainer.threads)
+    if cfg.trainer.precision not in PRECISIONS:
+        raise ValueError(
+            f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.trainer.precision!r}"
+        )
+    amp_dtype = PRECISIONS[cfg.trainer.precision]
+
     mnist = instantiate(cfg.data.source)
     (train_images, train_labels), (val_images, val_labels) = split_validation(
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
     )
-    if cfg.data.train_subset is not None:
-        train_images, train_labels = (
-            train_images[: cfg.data.train_subset],
-            train_labels[: cfg.data.train_subset],
-        )
+    subset = cfg.data.train_subset  # None: all
     train_batches = DeviceBatches(
-        train_images,
-        train_labels,
-        cfg.trainer.batch_size,
-        device,
-        shuffle=True,
-        max_shift=cfg.data.max_shift,
-        seed=cfg.seed,
-    )
+        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
+        shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
+    )  # fmt: skip
     val_batches = DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
     test_batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
 
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model = instantiate(cfg.model).to(device)
+    channels_last = prefers_channels_last(model, cfg.trainer.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     steps_per_epoch = len(train_batches)
     scheduler = instantiate(cfg.scheduler)(
         optimizer, total_steps=cfg.trainer.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
     )
+    scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
+    compile_seconds = None
+    if cfg.trainer.compile:
+        model.compile()  # in place: the state dict keeps its keys
+        compile_seconds = warm_up(model, train_batches.batch_sizes(), val_batches.batch_sizes())
+    return Setup(
+        device, model, optimizer, scheduler, train_batches, val_batches, test_batches,
+        amp_dtype, scaler, threads, channels_last, compile_seconds,
+    )  # fmt: skip
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything from `cfg`, train, test, and write `run_dir/metrics.json`; return the metrics."""
+    setup = build(cfg)
+    model = setup.model
     parameters = sum(p.numel() for p in model.parameters())
     log.info(
-        "%s (%s parameters) on %s: %d training, %d validation, %d test images; %d epochs of %d steps",
-        type(model).__name__,
-        f"{parameters:,}",
-        device,
-        train_batches.num_images,
-        val_batches.num_images,
-        test_batches.num_images,
-        cfg.trainer.epochs,
-        steps_per_epoch,
+        f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {setup.threads} threads"
+        f"{', channels_last' if setup.channels_last else ''}, {cfg.trainer.precision}: "
+        f"{setup.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
+        f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs} epochs of {len(setup.train_batches)} steps"
     )
+    if setup.compile_seconds is not None:
+        log.info(f"torch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)")
     result = fit(
-        model,
-        optimizer,
-        scheduler,
-        train_batches,
-        val_batches,
-        test_batches,
-        epochs=cfg.trainer.epochs,
-        run_dir=run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+        model, setup.optimizer, setup.scheduler, setup.train_batches, setup.val_batches, setup.test_batches,
+        epochs=cfg.trainer.epochs, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
+        amp_dtype=setup.amp_dtype, scaler=setup.scaler,
+    )  # fmt: skip
     metrics = {
         "model": type(model).__name__,
         "parameters": parameters,
@@ -136,7 +172,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "test_acc": result.test.accuracy,
         "train_seconds": result.train_seconds,
         "images_per_second": result.images_per_second,
-        "device": str(device),
+        "compile_seconds": setup.compile_seconds,
+        "device": str(setup.device),
+        "threads": setup.threads,
         "seed": cfg.seed,
         **git_revision(),
         "history": result.history,

@@ -1,7 +1,7 @@
 """The in-memory batch loader: a whole split lives as one uint8 tensor on the device; batches are slices.
 
-Shuffling is a seeded `randperm` per epoch and augmentation (random shifts) works on the whole batch
-tensor, so the training loop does no per-image Python work (the cifar10-airbench way).
+Shuffling is a seeded `randperm` per epoch and augmentation (random shifts) gathers whole batches of
+shifted views, so the training loop does no per-image Python work (the cifar10-airbench way).
 """
 
 import math
@@ -34,15 +34,15 @@ def normalize(images: Tensor) -> Tensor:
     return images.unsqueeze(1).float().sub_(255.0 * MNIST_MEAN).div_(255.0 * MNIST_STD)
 
 
-def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Shift each image of a uint8 (B, H, W) batch by up to `max_shift` pixels each way, filling with 0."""
-    b, h, w = images.shape
-    device = images.device
-    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (B, H + 2s, W + 2s)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b, 1, 1), generator=generator, device=device)
-    rows = dy + torch.arange(h, device=device).view(1, h, 1)  # (B, H, 1)
-    cols = dx + torch.arange(w, device=device).view(1, 1, w)  # (B, 1, W)
-    return padded[torch.arange(b, device=device).view(b, 1, 1), rows, cols]  # (B, H, W)
+def shifted_views(images: Tensor, max_shift: int) -> Tensor:
+    """All shifts of each image as a view: (N, 2s+1, 2s+1, H, W); [i, s + dy, s + dx] is image i moved by (dy, dx).
+
+    The images are zero-padded by s once; indexing the view with (index, rows, cols) then gathers a batch
+    and shifts it in one operation (3-4x faster than shifting a gathered batch by advanced indexing).
+    """
+    _, h, w = images.shape
+    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (N, H + 2s, W + 2s)
+    return padded.unfold(1, h, 1).unfold(2, w, 1)  # (N, 2s+1, 2s+1, H, W), no copy
 
 
 class DeviceBatches:
@@ -63,15 +63,23 @@ class DeviceBatches:
             raise ValueError(f"batch size must be a positive integer, got {batch_size}")
         if max_shift < 0:
             raise ValueError(f"data.max_shift must be >= 0, got {max_shift}")
+        if max_shift and not shuffle:
+            raise ValueError("random shifts are a training augmentation: they need shuffle=True")
         self.images = images.to(device)  # uint8 (N, 28, 28): a quarter of float32's memory
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.max_shift = max_shift
         self.generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and shifts only
+        self.shifted = shifted_views(self.images, max_shift) if max_shift else None
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
+
+    def batch_sizes(self) -> set[int]:
+        """The batch sizes one pass yields: the full size and, if the split does not divide, the last one."""
+        n, size = len(self.labels), self.batch_size
+        return {min(size, n)} | ({n % size} if n % size else set())
 
     @property
     def num_images(self) -> int:
@@ -79,16 +87,19 @@ class DeviceBatches:
         return len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n, size = len(self.labels), self.batch_size
-        order = (
-            torch.randperm(n, generator=self.generator, device=self.labels.device) if self.shuffle else None
-        )
+        n, size, device = len(self.labels), self.batch_size, self.labels.device
+        order = torch.randperm(n, generator=self.generator, device=device) if self.shuffle else None
         for start in range(0, n, size):
             if order is None:
                 images, labels = self.images[start : start + size], self.labels[start : start + size]
             else:
                 index = order[start : start + size]
-                images, labels = self.images[index], self.labels[index]
-            if self.max_shift:
-                images = random_shift(images, self.max_shift, self.generator)
+                labels = self.labels.index_select(0, index)  # index_select: ~10x faster than images[index]
+                if self.max_shift:
+                    rows, cols = torch.randint(
+                        0, 2 * self.max_shift + 1, (2, len(index)), generator=self.generator, device=device
+                    )
+                    images = self.shifted[index, rows, cols]  # gathered and shifted at once: (B, 28, 28)
+                else:
+                    images = self.images.index_select(0, index)
             yield normalize(images), labels

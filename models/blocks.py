@@ -1,5 +1,6 @@
 """Pieces shared by the models: activations by name, conv/pool output sizes, the residual block."""
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -16,6 +17,20 @@ def make_activation(name: str) -> nn.Module:
 def out_dim(in_dim: int, kernel_size: int, padding: int = 0, stride: int = 1, dilation: int = 1) -> int:
     """Output height/width of a conv or pooling layer (seed 003's formula, as in PyTorch's docs)."""
     return (in_dim + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def conv_whole_input(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """`conv(x)` flattened to (B, out_channels) when the kernel covers all of x, computed as one matrix product.
+
+    A convolution whose kernel is as large as its (unpadded, undilated) input has one output position, so it
+    is exactly `Linear(C*H*W, out_channels)` with the same weights viewed as (out, C*H*W): LeNet's C5 on its
+    16x5x5 input. On a CPU the product is several times cheaper than the convolution (its backward above
+    all), a few percent of a whole LeNet step, and the Conv2d parameters (count, state-dict layout) stay.
+    Any other input goes through the convolution itself.
+    """
+    if x.shape[-2:] != conv.kernel_size or conv.padding != (0, 0) or conv.groups != 1:
+        return conv(x).flatten(1)
+    return F.linear(x.reshape(len(x), -1), conv.weight.reshape(conv.out_channels, -1), conv.bias)
 
 
 class ResBlock(nn.Module):

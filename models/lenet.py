@@ -7,7 +7,7 @@ table's shapes layer by layer: 6x28x28, 6x14x14, 16x10x10, 16x5x5, 120.
 
 from torch import Tensor, nn
 
-from models.blocks import make_activation, out_dim
+from models.blocks import conv_whole_input, make_activation, out_dim
 
 PAPER_PADDING = 2  # (32 - 28) / 2: LeCun et al. (1998) centre the 28x28 digit in a 32x32 field
 
@@ -42,13 +42,12 @@ class LeNet(nn.Module):
         self.conv = _lenet_convs(in_channels)
         self.pool = nn.AvgPool2d(2)
         self.activation = make_activation(activation)
-        self.flatten = nn.Flatten()
         self.fc = nn.ModuleList([nn.Linear(_c5_features(image_size), 84), nn.Linear(84, num_classes)])
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.activation(self.conv[0](x)))  # (B, 6, 14, 14)
         x = self.pool(self.activation(self.conv[1](x)))  # (B, 16, 5, 5)
-        x = self.flatten(self.activation(self.conv[2](x)))  # (B, 120)
+        x = self.activation(conv_whole_input(self.conv[2], x))  # (B, 120): C5 as a matrix product
         x = self.activation(self.fc[0](x))  # (B, 84)
         return self.fc[1](x)  # (B, 10) logits
 
@@ -69,7 +68,6 @@ class LeNetRes(nn.Module):
         self.bn = nn.ModuleList([nn.BatchNorm2d(6), nn.BatchNorm2d(16)])
         self.pool = nn.AvgPool2d(2)
         self.activation = make_activation(activation)
-        self.flatten = nn.Flatten()
         self.fc = nn.ModuleList(
             [nn.Linear(features, features), nn.Linear(features, 84), nn.Linear(84, num_classes)]
         )
@@ -77,7 +75,7 @@ class LeNetRes(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.activation(self.bn[0](self.conv[0](x))))  # (B, 6, 14, 14)
         x = self.pool(self.activation(self.bn[1](self.conv[1](x))))  # (B, 16, 5, 5)
-        x = self.flatten(self.activation(self.conv[2](x)))  # (B, 120)
+        x = self.activation(conv_whole_input(self.conv[2], x))  # (B, 120): C5 as a matrix product
         x = self.activation(x + self.fc[0](x))  # (B, 120) residual skip
         x = self.activation(self.fc[1](x))  # (B, 84)
         return self.fc[2](x)  # (B, 10) logits

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data.fetch import unverified_files
-from data.loader import MNIST_MEAN, MNIST_STD, DeviceBatches, normalize, random_shift, split_validation
+from data.loader import MNIST_MEAN, MNIST_STD, DeviceBatches, normalize, shifted_views, split_validation
 from data.safe_pickle import UnsafePickleError, load_arrays
 from data.sources import DataFormatError, read_idx, read_pickle
 from tests.conftest import synthetic_digits
@@ -164,17 +164,33 @@ def test_normalize_uses_mnist_mean_and_std() -> None:
     )
 
 
-def test_random_shift_moves_whole_images_by_at_most_max_shift() -> None:
+def test_random_shifts_move_whole_images_by_at_most_max_shift() -> None:
     images = torch.zeros(500, 28, 28, dtype=torch.uint8)
-    images[:, 10:18, 12:16] = torch.arange(1, 33, dtype=torch.uint8).view(8, 4)  # a patch well inside
-    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
-    assert torch.equal(shifted.sum(dim=(1, 2)), images.sum(dim=(1, 2)))  # nothing lost at the borders
+    patch = torch.arange(1, 33, dtype=torch.uint8).view(8, 4)
+    images[:, 10:18, 12:16] = patch  # a patch well inside: no shift pushes it out
+    batches = DeviceBatches(
+        images, torch.arange(500), 100, torch.device("cpu"), shuffle=True, max_shift=2, seed=0
+    )
     offsets = set()
-    for image in shifted:
-        top, left = (int(i) for i in (image == 1).nonzero()[0])
-        assert torch.equal(image[top : top + 8, left : left + 4], images[0, 10:18, 12:16])
-        offsets.add((top - 10, left - 12))
+    for normalized, _ in batches:
+        shifted = (normalized[:, 0] * 255 * MNIST_STD + 255 * MNIST_MEAN).round().to(torch.uint8)
+        assert torch.equal(
+            shifted.sum(dim=(1, 2), dtype=torch.int64), images[:100].sum(dim=(1, 2), dtype=torch.int64)
+        )
+        for image in shifted:
+            top, left = (int(i) for i in (image == 1).nonzero()[0])
+            assert torch.equal(image[top : top + 8, left : left + 4], patch)
+            offsets.add((top - 10, left - 12))
     assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+
+
+def test_shifted_views_are_the_padded_image_moved() -> None:
+    images = torch.arange(2 * 28 * 28, dtype=torch.int64).view(2, 28, 28)
+    views = shifted_views(images, 2)
+    assert views.shape == (2, 5, 5, 28, 28)
+    assert torch.equal(views[:, 2, 2], images)  # the middle view is the image itself
+    assert torch.equal(views[1, 0, 4][2:, :26], images[1, :26, 2:])  # rows moved down 2, columns left 2
+    assert torch.equal(views[1, 0, 4][:2], torch.zeros(2, 28, dtype=torch.int64))
 
 
 def test_unverified_files_catches_missing_and_corrupt_files(tmp_path: Path) -> None:

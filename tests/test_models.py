@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import LeNet, LeNetRes, ResBlockMLP
-from models.blocks import ResBlock, out_dim
+from models.blocks import ResBlock, conv_whole_input, out_dim
 
 ALL_MODELS = [LeNet, LeNetRes, ResBlockMLP]
 
@@ -40,12 +40,18 @@ def test_lenet_matches_seed_table_layer_by_layer() -> None:
     assert [sum(p.numel() for p in layer.parameters()) for layer in model.fc] == [10_164, 850]
     assert per_layer["pool"] == per_layer["activation"] == 0
 
-    shapes: list[tuple[int, ...]] = []
-    for module in (model.conv[0], model.pool, model.conv[1], model.conv[2], model.fc[0], model.fc[1]):
-        module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:])))
+    outputs: list[torch.Tensor] = []
+    for module in (model.conv[0], model.pool, model.conv[1], model.fc[0], model.fc[1]):
+        module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    c5_inputs: list[torch.Tensor] = []
+    model.fc[0].register_forward_pre_hook(lambda _m, args: c5_inputs.append(args[0]))
     model(torch.zeros(2, 1, 28, 28))
-    # C1, S2, C3, S4 (the pool runs twice), C5, F6, output
-    assert shapes == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120, 1, 1), (84,), (10,)]
+    shapes = [tuple(out.shape[1:]) for out in outputs]
+    # C1, S2, C3, S4 (the pool runs twice), F6, output
+    assert shapes == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (84,), (10,)]
+    s4 = outputs[3]
+    assert model.conv[2](s4).shape == (2, 120, 1, 1)  # C5 as the table has it
+    assert c5_inputs[0].shape == (2, 120)  # and what F6 receives from it
 
 
 class SeedLeNet(nn.Module):
@@ -153,3 +159,27 @@ def test_out_dim_matches_pytorch_layers() -> None:
         if dilation == 1:
             pool = nn.AvgPool2d(kernel, stride=stride, padding=padding)
             assert out_dim(size, kernel, padding, stride) == pool(torch.zeros(1, 1, size, size)).shape[-1]
+
+
+@pytest.mark.parametrize("model_class", [LeNet, LeNetRes])
+def test_c5_as_matrix_product_gives_the_convolutions_numbers(model_class: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = model_class().double()  # float64: the two orders of summation agree to ~1e-15
+    x = torch.randn(6, 16, 5, 5, dtype=torch.float64, requires_grad=True)
+    c5 = model.conv[2]
+    fast = conv_whole_input(c5, x)
+    plain = c5(x).flatten(1)
+    assert fast.shape == plain.shape == (6, 120)
+    assert torch.allclose(fast, plain, rtol=0, atol=1e-12)
+    fast_grads = torch.autograd.grad(fast.square().sum(), [x, c5.weight, c5.bias])
+    plain_grads = torch.autograd.grad(plain.square().sum(), [x, c5.weight, c5.bias])
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    # The parameters are still those of a Conv2d(16, 120, 5): seed 003's layout and count.
+    assert c5.weight.shape == (120, 16, 5, 5) and isinstance(c5, nn.Conv2d)
+
+
+def test_c5_falls_back_to_the_convolution_on_larger_inputs() -> None:
+    model = LeNet(image_size=32)  # C5 sees 6x6 and gives 120x2x2
+    assert model.fc[0].in_features == 480
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)

@@ -53,11 +53,18 @@ class FitResult:
 
 
 def train_one_epoch(
-    model: nn.Module, batches: Batches, optimizer: Optimizer, scheduler: LRScheduler
+    model: nn.Module,
+    batches: Batches,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
     Sums stay on the device and are read once at the end: every `.item()` would be a synchronisation.
+    `amp_dtype` runs the forward pass under autocast (mixed precision); `scaler` scales float16 losses.
     If `batches` is a tqdm bar it shows the running loss and accuracy.
     """
     model.train()
@@ -67,11 +74,17 @@ def train_one_epoch(
     seen = 0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(batches, start=1):
-        logits = model(images)  # (B, 10)
-        loss = F.cross_entropy(logits, labels)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)  # (B, 10)
+            loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         scheduler.step()
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
@@ -85,7 +98,7 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches) -> EpochStats:
+def evaluate(model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | None = None) -> EpochStats:
     """Mean loss and accuracy of `model` over `batches`, in eval mode and without autograd."""
     model.eval()
     device = next(model.parameters()).device
@@ -94,8 +107,9 @@ def evaluate(model: nn.Module, batches: Batches) -> EpochStats:
     seen = 0
     start = time.perf_counter()
     for images, labels in batches:
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
     loss_mean, accuracy = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
@@ -113,6 +127,8 @@ def fit(
     epochs: int,
     run_dir: Path,
     config: dict[str, Any],
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> FitResult:
     """Train for `epochs`, validating after each; keep `last.pt` and `best.pt`; test once with the best weights.
 
@@ -125,9 +141,9 @@ def fit(
     try:
         for epoch in range(1, epochs + 1):
             bar = tqdm(train_batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=None)
-            train = train_one_epoch(model, bar, optimizer, scheduler)
+            train = train_one_epoch(model, bar, optimizer, scheduler, amp_dtype=amp_dtype, scaler=scaler)
             bar.close()
-            val = evaluate(model, val_batches)
+            val = evaluate(model, val_batches, amp_dtype=amp_dtype)
             lr = scheduler.get_last_lr()[0]
             train_seconds += train.seconds
             train_images += train.images
@@ -160,6 +176,7 @@ def fit(
                 "step": epoch * len(train_batches),
                 "best_epoch": best_epoch,
                 "best_val_acc": best_val_acc,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": rng_states(train_batches.generator),
                 "config": config,
             }
@@ -169,7 +186,7 @@ def fit(
 
         if best_epoch:  # test the weights that validated best, not merely the last ones
             model.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
-        test = evaluate(model, test_batches)
+        test = evaluate(model, test_batches, amp_dtype=amp_dtype)
         writer.add_scalar("test/loss", test.loss, epochs)
         writer.add_scalar("test/acc", test.accuracy, epochs)
     finally:
