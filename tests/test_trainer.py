@@ -188,3 +188,10 @@ def test_bad_values_are_refused_by_name(
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         run_tiny(tmp_path, tiny_mnist, "bad", override)
     assert not list((tmp_path / "bad").iterdir())  # nothing written for a run that could not start
+
+
+@pytest.mark.parametrize("factory", [constant, step, cosine, one_cycle])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 7])
+def test_schedules_survive_very_short_runs(factory, steps: int) -> None:
+    lrs = lrs_over(factory, steps=steps)
+    assert len(lrs) == steps and all(0 < lr <= 0.1 + 1e-12 for lr in lrs)

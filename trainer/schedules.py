@@ -41,10 +41,13 @@ def one_cycle(
     if not 0.0 < warmup_fraction < 1.0:
         raise ValueError(f"scheduler.warmup_fraction must be in (0, 1), got {warmup_fraction}")
     peak = [group["lr"] for group in optimizer.param_groups]
+    total_steps = max(total_steps, 1)
+    # OneCycleLR divides by zero when the warm-up is a single step: give very short runs 1.5 steps of it.
+    warmup_fraction = min(max(warmup_fraction, 1.5 / total_steps), max(warmup_fraction, 0.75))
     return OneCycleLR(
         optimizer,
         max_lr=peak,
-        total_steps=max(total_steps, 1),
+        total_steps=total_steps,
         pct_start=warmup_fraction,
         div_factor=div_factor,
         final_div_factor=final_div_factor,

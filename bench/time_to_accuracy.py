@@ -1,0 +1,123 @@
+"""Time to accuracy: wall seconds and epochs until the official test accuracy first reaches a target.
+
+For each model and seeds 0, 1, 2, trains with the default configs (train.py's `build` and
+`train_one_epoch`), evaluates the official test set after every epoch, and records when it first
+reaches the target (99.0% for LeNet-5 and LeNetRes, 98.3% for the ResBlock MLP) and the accuracy after
+the default epoch count. Seconds are training time only: the extra test evaluations are not counted.
+
+    python -m bench.time_to_accuracy [--models lenet lenet_res resmlp] [--seeds 0 1 2]
+
+Writes bench/results/time_to_accuracy-<date>.json and a PNG of test accuracy against seconds beside it.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+import train  # noqa: E402
+from bench import RESULTS, compose_config, machine, write_json  # noqa: E402
+from trainer import evaluate, train_one_epoch  # noqa: E402
+
+TARGETS = {"lenet": 0.990, "lenet_res": 0.990, "resmlp": 0.983}
+
+
+def run_one(model: str, seed: int, overrides: list[str]) -> dict[str, Any]:
+    """Train one model with one seed; return its test-accuracy curve and when it reached its target."""
+    cfg = compose_config(f"model={model}", f"seed={seed}", *overrides)
+    setup = train.build(cfg)
+    seconds, curve = 0.0, []
+    for epoch in range(1, cfg.trainer.epochs + 1):
+        stats = train_one_epoch(
+            setup.model, setup.train_batches, setup.optimizer, setup.scheduler,
+            amp_dtype=setup.amp_dtype, scaler=setup.scaler,
+        )  # fmt: skip
+        seconds += stats.seconds
+        test = evaluate(setup.model, setup.test_batches, amp_dtype=setup.amp_dtype)
+        curve.append(
+            {
+                "epoch": epoch,
+                "seconds": seconds,
+                "test_acc": test.accuracy,
+                "images_per_second": stats.images_per_second,
+            }
+        )
+        print(
+            f"{model:9s} seed {seed}  epoch {epoch:2d}  {seconds:6.1f} s  test accuracy {test.accuracy:.2%}",
+            flush=True,
+        )
+    hit = next((point for point in curve if point["test_acc"] >= TARGETS[model]), None)
+    return {
+        "model": model,
+        "seed": seed,
+        "target": TARGETS[model],
+        "epochs_to_target": hit["epoch"] if hit else None,
+        "seconds_to_target": hit["seconds"] if hit else None,
+        "epochs": cfg.trainer.epochs,
+        "final_test_acc": curve[-1]["test_acc"] if curve else None,
+        "train_seconds": seconds,
+        "curve": curve,
+    }
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy against training seconds, one line per run, a colour per model, targets dashed."""
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    colours = dict(zip(TARGETS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for run in runs:
+        xs = [0.0] + [p["seconds"] for p in run["curve"]]
+        ys = [None] + [100 * p["test_acc"] for p in run["curve"]]
+        label = f"{run['model']} (seeds)" if run["seed"] == min(r["seed"] for r in runs) else None
+        ax.plot(xs[1:], ys[1:], marker="o", markersize=3, color=colours[run["model"]], alpha=0.8, label=label)
+    for model in sorted({run["model"] for run in runs}):
+        ax.axhline(100 * TARGETS[model], color=colours[model], linestyle="--", linewidth=0.8)
+    ax.set(
+        xlabel="training seconds (evaluation excluded)", ylabel="official test accuracy (%)", ylim=(96, 100)
+    )
+    ax.set_title("Time to accuracy, default configs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out-dir", default=str(RESULTS))
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 epoch on 512 images, seed 0: checks that it runs"
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.compile=true")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.smoke:
+        overrides += ["trainer.epochs=1", "data.train_subset=512"]
+        args.seeds = args.seeds[:1]
+    runs = [run_one(model, seed, overrides) for model in args.models for seed in args.seeds]
+    path = write_json(
+        "time_to_accuracy", {"machine": machine(), "overrides": overrides, "runs": runs}, Path(args.out_dir)
+    )
+    plot(runs, path.with_suffix(".png"))
+    print(
+        "\n| model | seed | epochs to target | seconds to target | test acc after all epochs | seconds, all epochs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for run in runs:
+        epochs = run["epochs_to_target"] or f"not in {run['epochs']}"
+        seconds = f"{run['seconds_to_target']:.1f}" if run["seconds_to_target"] else "-"
+        print(
+            f"| {run['model']} (≥{run['target']:.1%}) | {run['seed']} | {epochs} | {seconds} | {run['final_test_acc']:.2%} | {run['train_seconds']:.1f} |"
+        )
+    print(f"\nwritten to {path} and {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
