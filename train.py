@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -146,7 +147,11 @@ def build(cfg: DictConfig) -> Setup:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything from `cfg`, train, test, and write `run_dir/metrics.json`; return the metrics."""
-    setup = build(cfg)
+    return train_with(build(cfg), cfg, run_dir)
+
+
+def train_with(setup: Setup, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train what `build(cfg)` made, test it, and write `run_dir/metrics.json`; return the metrics."""
     model = setup.model
     parameters = sum(p.numel() for p in model.parameters())
     log.info(
@@ -204,7 +209,15 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best validation accuracy, the value a sweeper maximises."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(cfg, run_dir)
+    try:
+        setup = build(cfg)
+    except (ValueError, FileNotFoundError, InstantiationException) as error:
+        # A bad value or file: one line saying which, no traceback. instantiate() wraps what the
+        # constructors raise; their own message is the one that names the key.
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        log.error(f"error: {str(cause).strip()}")
+        sys.exit(2)
+    metrics = train_with(setup, cfg, run_dir)
     log.info("%s", summary(metrics, run_dir))
     return metrics["best_val_acc"]
 

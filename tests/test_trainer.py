@@ -1,6 +1,8 @@
 """Trainer: device choice, schedules, checkpoints, and whole seeded runs on tiny synthetic data."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -11,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import train
 from data.loader import DeviceBatches
 from models import LeNet
-from tests.conftest import synthetic_digits, tiny_config
+from tests.conftest import PROJECT_ROOT, synthetic_digits, tiny_config
 from trainer import choose_device, evaluate, train_one_epoch
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.schedules import constant, cosine, one_cycle, step
@@ -195,3 +197,28 @@ def test_bad_values_are_refused_by_name(
 def test_schedules_survive_very_short_runs(factory, steps: int) -> None:
     lrs = lrs_over(factory, steps=steps)
     assert len(lrs) == steps and all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=-1", "error: optimizer.lr must be a number > 0, got -1"),
+        (
+            "model.activation=swish",
+            "error: model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'",
+        ),
+        ("data.source.path=/no/such.pkl", "error: pickle not found: /no/such.pkl (data.source.path)"),
+    ],
+)
+def test_command_line_refuses_bad_values_in_one_line_with_exit_status_2(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    args = ["data=mnist_pickle", override] if override.startswith("data.") else [override]
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoints, no events
