@@ -52,6 +52,29 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class _Tally:
+    """Loss and correct-prediction sums kept on the device, read once at the end of a pass.
+
+    Every `.item()` is a host-device synchronisation, so the loops never call it per step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss_sum: Tensor, logits: Tensor, labels: Tensor) -> None:
+        self.loss_sum += loss_sum
+        self.correct += (logits.argmax(dim=1) == labels).sum()
+        self.seen += len(labels)
+
+    def stats(self) -> EpochStats:
+        seen = max(self.seen, 1)
+        loss, accuracy = self.loss_sum.item() / seen, self.correct.item() / seen
+        return EpochStats(loss, accuracy, self.seen, time.perf_counter() - self.start)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Batches,
@@ -63,16 +86,12 @@ def train_one_epoch(
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
-    Sums stay on the device and are read once at the end: every `.item()` would be a synchronisation.
     `amp_dtype` runs the forward pass under autocast (mixed precision); `scaler` scales float16 losses.
     If `batches` is a tqdm bar it shows the running loss and accuracy.
     """
     model.train()
     device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
-    start = time.perf_counter()
+    tally = _Tally(device)
     for step, (images, labels) in enumerate(batches, start=1):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)  # (B, 10)
@@ -86,15 +105,11 @@ def train_one_epoch(
             scaler.step(optimizer)
             scaler.update()
         scheduler.step()
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum()
-        seen += len(labels)
+        tally.add(loss.detach() * len(labels), logits, labels)
         if isinstance(batches, tqdm) and step % PROGRESS_EVERY == 0:
-            batches.set_postfix(
-                loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}", refresh=False
-            )
-    loss_mean, accuracy = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
-    return EpochStats(loss_mean, accuracy, seen, time.perf_counter() - start)
+            running = tally.stats()
+            batches.set_postfix(loss=f"{running.loss:.4f}", acc=f"{running.accuracy:.2%}", refresh=False)
+    return tally.stats()
 
 
 @torch.inference_mode()
@@ -102,18 +117,12 @@ def evaluate(model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | Non
     """Mean loss and accuracy of `model` over `batches`, in eval mode and without autograd."""
     model.eval()
     device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
-    start = time.perf_counter()
+    tally = _Tally(device)
     for images, labels in batches:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-        seen += len(labels)
-    loss_mean, accuracy = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
-    return EpochStats(loss_mean, accuracy, seen, time.perf_counter() - start)
+            logits = model(images)  # (B, 10)
+        tally.add(F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
+    return tally.stats()
 
 
 def fit(
