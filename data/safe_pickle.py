@@ -125,6 +125,13 @@ def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    # Protocols 0-2 spell an empty array's data as bytes(), a call with no arguments.
+    if args:
+        raise _Refused("bytes() called with arguments")
+    return b""
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _DtypeStandIn,
@@ -133,6 +140,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # numpy 1, protocol 5
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,  # numpy 2, protocol 5
     ("_codecs", "encode"): _encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 

@@ -1,0 +1,144 @@
+"""Hostile pickles, each loaded in a subprocess: refused with one clear error, no crash, no payload run."""
+
+import builtins
+import copyreg
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+LOADER = """
+import sys
+from data.safe_pickle import UnsafePickleError, load_arrays
+try:
+    load_arrays(sys.argv[1])
+except UnsafePickleError as error:
+    print("REFUSED:", error)
+else:
+    print("LOADED")
+"""
+
+
+class Reduces:
+    """Pickles as `callable(*args)`, optionally followed by a BUILD with `state`."""
+
+    def __init__(self, callable_, args, state=None):
+        self.reduced = (callable_, args) if state is None else (callable_, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def stack_global(module: str, name: str, args: tuple = ()) -> bytes:
+    """A protocol-4 pickle calling module.name(*args) through STACK_GLOBAL (dotted names allowed)."""
+    body = b""
+    for text in (module, name):
+        raw = text.encode()
+        body += b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+    body += b"\x93"  # STACK_GLOBAL
+    body += pickle.dumps(args, protocol=4)[2:-1]  # the args tuple without PROTO and STOP
+    return b"\x80\x04" + body + b"R."  # REDUCE, STOP
+
+
+def hostile_files(tmp: Path, marker: Path) -> dict[str, tuple[bytes, str]]:
+    """name -> (file bytes, what the refusal must say)."""
+    touch = f"open({str(marker)!r}, 'w').close()"
+    good = np.zeros((3, 28, 28), dtype=np.uint8)
+    truncated = pickle.dumps(((good, np.zeros(3, dtype=np.int64)), (good, np.zeros(3, dtype=np.int64))))
+    copyreg.add_extension("posix", "system", 0xF0)
+    try:
+        ext1 = pickle.dumps(Reduces(os.system, (f"touch {marker}",)), protocol=2)
+    finally:
+        copyreg.remove_extension("posix", "system", 0xF0)
+    dtype_fields_state = (3, "|", None, ("a",), {"a": (np.dtype("u1"), 0)}, 1, 1, 0)
+    return {
+        "os_system": (pickle.dumps(Reduces(os.system, (f"touch {marker}",))), "posix.system"),
+        "eval_nested": (
+            pickle.dumps(((good, Reduces(builtins.eval, (touch,))), (good, good))),
+            "builtins.eval",
+        ),
+        "numpy_runstring": (
+            stack_global("numpy.testing._private.utils", "runstring", (touch, {})),
+            "runstring",
+        ),
+        "numpy_builtins": (stack_global("numpy", "__builtins__.eval", (touch,)), "numpy.__builtins__.eval"),
+        "dotted_name": (
+            stack_global("numpy", "core.multiarray._reconstruct", ()),
+            "core.multiarray._reconstruct",
+        ),
+        "object_array": (pickle.dumps(np.array([1, "x"], dtype=object)), "dtype object"),
+        "huge_shape": (
+            pickle.dumps(np.zeros(4, np.uint8), protocol=2).replace(
+                b"K\x04\x85", b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85"
+            ),
+            "needs 1,000,000,000,000 bytes",
+        ),
+        "void_object_field": (pickle.dumps(np.zeros(2, dtype=[("p", "O")])), "not a plain"),
+        "build_on_dtype": (
+            pickle.dumps(Reduces(np.dtype, ("u1", False, True), dtype_fields_state)),
+            "fields",
+        ),
+        "ext1_opcode": (ext1, "extension codes"),
+        "truncated": (truncated[: len(truncated) // 2], "not a valid pickle"),
+        "empty": (b"", "empty"),
+        "not_a_pickle": (b"%PDF-1.7 definitely not a pickle\n", "not a valid pickle"),
+    }
+
+
+CASES = list(hostile_files(Path("/tmp"), Path("/tmp/x")))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_pickle_is_refused_in_a_subprocess(tmp_path: Path, case: str) -> None:
+    marker = tmp_path / "payload-ran"
+    content, expected = hostile_files(tmp_path, marker)[case]
+    path = tmp_path / f"{case}.pkl"
+    path.write_bytes(content)
+    done = subprocess.run(
+        [sys.executable, "-c", LOADER, str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # no crash, no uncaught error
+    assert done.stdout.startswith(f"REFUSED: {path}:"), done.stdout + done.stderr
+    assert expected in done.stdout
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_benign_arrays_of_every_protocol_load_identical(tmp_path: Path, protocol: int) -> None:
+    from data.safe_pickle import load_arrays
+
+    arrays = (
+        np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28),
+        np.array([3, 7], dtype=np.int64),
+        np.asfortranarray(np.linspace(0, 1, 12, dtype=">f4").reshape(3, 4)),
+        np.array([True, False]),
+        np.zeros((0, 784), dtype=np.float64),
+    )
+    path = tmp_path / "ok.pkl"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    loaded = load_arrays(path)
+    assert len(loaded) == len(arrays)
+    for got, want in zip(loaded, arrays, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_numpy_1_spelling_loads(tmp_path: Path, protocol: int) -> None:
+    from data.safe_pickle import load_arrays
+
+    array = np.arange(10, dtype=np.int16)
+    raw = pickle.dumps(array, protocol=protocol).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in raw
+    path = tmp_path / "numpy1.pkl"
+    path.write_bytes(raw)
+    assert np.array_equal(load_arrays(path), array)
