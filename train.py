@@ -25,6 +25,8 @@ from torch import nn
 
 from data.loader import DeviceBatches, split_validation
 from trainer import choose_device, fit
+from trainer.checkpoint import load_checkpoint
+from trainer.interrupt import NonFiniteLoss, TrainingStopped
 from trainer.speed import configure_threads, prefers_channels_last, warm_up
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -55,6 +57,7 @@ CHECKED_KEYS = {
     "data.validation_size": _POSITIVE_INT,
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
+    "trainer.max_steps": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
 }
 
 
@@ -145,13 +148,59 @@ def build(cfg: DictConfig) -> Setup:
     )  # fmt: skip
 
 
+# What a checkpoint must share with the config that resumes it: the same network, data order and schedule.
+RESUME_MUST_MATCH = (
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "seed",
+    "trainer.batch_size",
+    "trainer.epochs",
+)
+
+
+def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint `resume` names: None, `auto` (run_dir's last.pt, if any), a .pt file or a run directory."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = run_dir / "checkpoints" / "last.pt"
+        return path if path.is_file() else None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    return path
+
+
+def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Load the checkpoint at `path` (weights only) and refuse it if it was made under a different config."""
+    checkpoint = load_checkpoint(path)
+    saved = OmegaConf.create(checkpoint["config"])
+    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    differences = [
+        f"{key}: checkpoint {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(current, key)!r}"
+        for key in RESUME_MUST_MATCH
+        if OmegaConf.select(saved, key) != OmegaConf.select(current, key)
+    ]
+    if differences:
+        raise ValueError(f"resume={path} does not match this config: " + "; ".join(differences))
+    return checkpoint
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything from `cfg`, train, test, and write `run_dir/metrics.json`; return the metrics."""
-    return train_with(build(cfg), cfg, run_dir)
+    setup = build(cfg)
+    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+    return train_with(setup, cfg, run_dir, load_resume(resume_from, cfg) if resume_from else None)
 
 
-def train_with(setup: Setup, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train what `build(cfg)` made, test it, and write `run_dir/metrics.json`; return the metrics."""
+def train_with(
+    setup: Setup, cfg: DictConfig, run_dir: Path, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train what `build(cfg)` made (from `resume`, a checkpoint, if given), test it, write metrics.json."""
     model = setup.model
     parameters = sum(p.numel() for p in model.parameters())
     log.info(
@@ -160,12 +209,14 @@ def train_with(setup: Setup, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         f"{setup.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
         f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs} epochs of {len(setup.train_batches)} steps"
     )
+    if resume is not None:
+        log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
     if setup.compile_seconds is not None:
         log.info(f"torch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)")
     result = fit(
         model, setup.optimizer, setup.scheduler, setup.train_batches, setup.val_batches, setup.test_batches,
         epochs=cfg.trainer.epochs, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
-        amp_dtype=setup.amp_dtype, scaler=setup.scaler,
+        amp_dtype=setup.amp_dtype, scaler=setup.scaler, max_steps=cfg.trainer.max_steps, resume=resume,
     )  # fmt: skip
     metrics = {
         "model": type(model).__name__,
@@ -211,13 +262,24 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         setup = build(cfg)
+        resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+        resume = load_resume(resume_from, cfg) if resume_from else None
     except (ValueError, FileNotFoundError, InstantiationException) as error:
         # A bad value or file: one line saying which, no traceback. instantiate() wraps what the
         # constructors raise; their own message is the one that names the key.
         cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
         log.error(f"error: {str(cause).strip()}")
         sys.exit(2)
-    metrics = train_with(setup, cfg, run_dir)
+    try:
+        metrics = train_with(setup, cfg, run_dir, resume)
+    except TrainingStopped as stop:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        log.warning(f"{stop.reason}; saved {stop.checkpoint}")
+        log.warning(f"resume with: python train.py {' '.join([*overrides, f'resume={stop.checkpoint}'])}")
+        sys.exit(stop.exit_code)
+    except NonFiniteLoss as error:
+        log.error(f"error: {error}")
+        sys.exit(1)
     log.info("%s", summary(metrics, run_dir))
     return metrics["best_val_acc"]
 

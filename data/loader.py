@@ -6,6 +6,7 @@ shifted views, so the training loop does no per-image Python work (the cifar10-a
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,9 @@ class DeviceBatches:
         self.max_shift = max_shift
         self.generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and shifts only
         self.shifted = shifted_views(self.images, max_shift) if max_shift else None
+        self.order: Tensor | None = None  # this epoch's permutation (None: in order)
+        self.next_batch = 0
+        self._resume: tuple[Tensor, int] | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -88,12 +92,18 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, size, device = len(self.labels), self.batch_size, self.labels.device
-        order = torch.randperm(n, generator=self.generator, device=device) if self.shuffle else None
-        for start in range(0, n, size):
-            if order is None:
+        if self._resume is not None:  # finish the epoch a checkpoint was taken in
+            self.order, first = self._resume
+            self._resume = None
+        else:
+            self.order = torch.randperm(n, generator=self.generator, device=device) if self.shuffle else None
+            first = 0
+        for batch in range(first, len(self)):
+            start = batch * size
+            if self.order is None:
                 images, labels = self.images[start : start + size], self.labels[start : start + size]
             else:
-                index = order[start : start + size]
+                index = self.order[start : start + size]
                 labels = self.labels.index_select(0, index)  # index_select: ~10x faster than images[index]
                 if self.max_shift:
                     rows, cols = torch.randint(
@@ -102,4 +112,15 @@ class DeviceBatches:
                     images = self.shifted[index, rows, cols]  # gathered and shifted at once: (B, 28, 28)
                 else:
                     images = self.images.index_select(0, index)
+            self.next_batch = batch + 1  # what a checkpoint taken after this batch resumes from
             yield normalize(images), labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the pass stands: the generator, this epoch's order and the next batch (tensors and ints)."""
+        return {"generator": self.generator.get_state(), "order": self.order, "next_batch": self.next_batch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state`: the next pass resumes the saved epoch at its next batch, if it was unfinished."""
+        self.generator.set_state(state["generator"])
+        unfinished = state["order"] is not None and state["next_batch"] < len(self)
+        self._resume = (state["order"].to(self.labels.device), state["next_batch"]) if unfinished else None

@@ -32,9 +32,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
-    """Every random state a run depends on, as tensors: torch's CPU and CUDA generators and the loader's."""
-    states = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}
+def rng_states() -> dict[str, Any]:
+    """torch's CPU and CUDA random states, as tensors (the loader keeps its own generator's state)."""
+    states = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back what `rng_states` saved."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

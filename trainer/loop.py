@@ -1,8 +1,9 @@
 """The training loop: `train_one_epoch`, `evaluate` and `fit`, which adds TensorBoard, tqdm and checkpoints."""
 
 import logging
+import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from data.loader import DeviceBatches
-from trainer.checkpoint import load_checkpoint, rng_states, save_checkpoint
+from trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from trainer.interrupt import NonFiniteLoss, StopOnSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,17 @@ class FitResult:
 class _Tally:
     """Loss and correct-prediction sums kept on the device, read once at the end of a pass.
 
-    Every `.item()` is a host-device synchronisation, so the loops never call it per step.
+    Every `.item()` is a host-device synchronisation, so the loops never call it per step. The per-step
+    losses are kept on the device too, for the per-step curve.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.loss_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.seen = 0
-        self.start = time.perf_counter()
+    def __init__(self, device: torch.device, state: dict[str, Any] | None = None) -> None:
+        state = state or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.loss_sum = torch.tensor(float(state["loss_sum"]), device=device)
+        self.correct = torch.tensor(int(state["correct"]), dtype=torch.int64, device=device)
+        self.seen = int(state["seen"])
+        self.start = time.perf_counter() - state["seconds"]  # a resumed epoch keeps its earlier time
+        self.step_losses: list[Tensor] = []
 
     def add(self, loss_sum: Tensor, logits: Tensor, labels: Tensor) -> None:
         self.loss_sum += loss_sum
@@ -74,6 +79,17 @@ class _Tally:
         loss, accuracy = self.loss_sum.item() / seen, self.correct.item() / seen
         return EpochStats(loss, accuracy, self.seen, time.perf_counter() - self.start)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers, for a checkpoint taken in the middle of an epoch."""
+        return {"loss_sum": self.loss_sum.item(), "correct": self.correct.item(), "seen": self.seen,
+                "seconds": time.perf_counter() - self.start}  # fmt: skip
+
+    def take_step_losses(self) -> list[float]:
+        """The per-step losses since the last call (one synchronisation)."""
+        losses = torch.stack(self.step_losses).tolist() if self.step_losses else []
+        self.step_losses = []
+        return losses
+
 
 def train_one_epoch(
     model: nn.Module,
@@ -83,19 +99,25 @@ def train_one_epoch(
     *,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    tally: _Tally | None = None,
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
     `amp_dtype` runs the forward pass under autocast (mixed precision); `scaler` scales float16 losses.
+    `should_stop(steps_done)` is asked after every step; True ends the pass there. A NaN or infinite loss
+    raises NonFiniteLoss before its update is applied (the check reads the loss: on CUDA, a synchronisation).
     If `batches` is a tqdm bar it shows the running loss and accuracy.
     """
     model.train()
     device = next(model.parameters()).device
-    tally = _Tally(device)
+    tally = tally or _Tally(device)
     for step, (images, labels) in enumerate(batches, start=1):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)  # (B, 10)
             loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} of this pass")
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -106,9 +128,12 @@ def train_one_epoch(
             scaler.update()
         scheduler.step()
         tally.add(loss.detach() * len(labels), logits, labels)
+        tally.step_losses.append(loss.detach())
         if isinstance(batches, tqdm) and step % PROGRESS_EVERY == 0:
             running = tally.stats()
             batches.set_postfix(loss=f"{running.loss:.4f}", acc=f"{running.accuracy:.2%}", refresh=False)
+        if should_stop is not None and should_stop(step):
+            break
     return tally.stats()
 
 
@@ -138,77 +163,156 @@ def fit(
     config: dict[str, Any],
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    max_steps: int | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train for `epochs`, validating after each; keep `last.pt` and `best.pt`; test once with the best weights.
 
-    Logs to TensorBoard in `run_dir` (step = epoch) and to the `logging` log, one line per epoch.
+    Logs to TensorBoard in `run_dir` (step = epoch; `train/loss_per_step` by global step) and one log line
+    per epoch. `resume` (a checkpoint) continues where it was taken, mid-epoch included. SIGINT/SIGTERM or
+    `max_steps` end the run after the current step with `last.pt` written: TrainingStopped says where.
     """
     checkpoints = run_dir / "checkpoints"
+    device = next(model.parameters()).device
+    progress: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_val_acc": -1.0,
+                                "train_seconds": 0.0, "train_images": 0, "history": []}  # fmt: skip
+    tally_state = None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume["scaler"] is not None:
+            scaler.load_state_dict(resume["scaler"])
+        train_batches.load_state_dict(resume["loader"])
+        restore_rng_states(resume["rng"])
+        progress = {key: resume[key] for key in progress}
+        tally_state = resume["tally"]  # None: the checkpoint closed an epoch
+
+    def state(tally: _Tally | None) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "loader": train_batches.state_dict(),
+            "rng": rng_states(),
+            "tally": tally.state_dict() if tally is not None else None,
+            "config": config,
+            **progress,  # epoch (completed), step, best epoch and accuracy, time, history
+        }
+
     writer = SummaryWriter(log_dir=str(run_dir))
-    history: list[dict[str, float]] = []
-    best_epoch, best_val_acc, train_seconds, train_images = 0, -1.0, 0.0, 0
     try:
-        for epoch in range(1, epochs + 1):
-            bar = tqdm(train_batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=None)
-            train = train_one_epoch(model, bar, optimizer, scheduler, amp_dtype=amp_dtype, scaler=scaler)
-            bar.close()
-            val = evaluate(model, val_batches, amp_dtype=amp_dtype)
-            lr = scheduler.get_last_lr()[0]
-            train_seconds += train.seconds
-            train_images += train.images
-            log.info(
-                f"epoch {epoch}/{epochs}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
-                f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  "
-                f"{train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
-            )
-            scalars = {
-                "train/loss": train.loss,
-                "train/acc": train.accuracy,
-                "val/loss": val.loss,
-                "val/acc": val.accuracy,
-                "lr": lr,
-                "time/epoch_s": train.seconds,
-                "throughput/img_per_s": train.images_per_second,
-            }
-            for tag, value in scalars.items():
-                writer.add_scalar(tag, value, epoch)
-            history.append({"epoch": epoch, **scalars})
+        with StopOnSignal() as signals:
+            while progress["epoch"] < epochs:
+                epoch, steps_before = progress["epoch"] + 1, progress["step"]
 
-            improved = val.accuracy > best_val_acc
-            if improved:
-                best_epoch, best_val_acc = epoch, val.accuracy
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "step": epoch * len(train_batches),
-                "best_epoch": best_epoch,
-                "best_val_acc": best_val_acc,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng_states(train_batches.generator),
-                "config": config,
-            }
-            save_checkpoint(state, checkpoints / "last.pt")
-            if improved:
-                save_checkpoint(state, checkpoints / "best.pt")
+                def should_stop(done: int) -> bool:
+                    reached = max_steps is not None and steps_before + done >= max_steps  # noqa: B023
+                    return signals.signum is not None or reached
 
-        if best_epoch:  # test the weights that validated best, not merely the last ones
+                tally = _Tally(device, tally_state)
+                tally_state = None
+                bar = tqdm(
+                    train_batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=None
+                )
+                try:
+                    train = train_one_epoch(model, bar, optimizer, scheduler, amp_dtype=amp_dtype, scaler=scaler,
+                                            should_stop=should_stop, tally=tally)  # fmt: skip
+                except NonFiniteLoss as error:
+                    last = checkpoints / "last.pt"
+                    kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint written yet"
+                    raise NonFiniteLoss(
+                        f"{error}: epoch {epoch}, global step {steps_before + len(tally.step_losses) + 1}; "
+                        f"the update was not applied; {kept}"
+                    ) from None
+                finally:
+                    bar.close()
+                step_losses = tally.take_step_losses()
+                progress["step"] = steps_before + len(step_losses)
+                if train_batches.next_batch < len(train_batches):  # stopped inside the epoch
+                    _stop(state(tally), checkpoints, signals.signum, max_steps, epoch, progress["step"], writer,
+                          step_losses, steps_before)  # fmt: skip
+
+                val = evaluate(model, val_batches, amp_dtype=amp_dtype)
+                lr = scheduler.get_last_lr()[0]
+                log.info(
+                    f"epoch {epoch}/{epochs}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
+                    f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {lr:.2e}  "
+                    f"{train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
+                )
+                scalars = {
+                    "train/loss": train.loss,
+                    "train/acc": train.accuracy,
+                    "val/loss": val.loss,
+                    "val/acc": val.accuracy,
+                    "lr": lr,
+                    "time/epoch_s": train.seconds,
+                    "throughput/img_per_s": train.images_per_second,
+                }
+                improved = val.accuracy > progress["best_val_acc"]
+                if improved:
+                    progress["best_epoch"], progress["best_val_acc"] = epoch, val.accuracy
+                progress["epoch"] = epoch
+                progress["train_seconds"] += train.seconds
+                progress["train_images"] += train.images
+                progress["history"].append({"epoch": epoch, **scalars})
+                save_checkpoint(state(None), checkpoints / "last.pt")
+                if improved:
+                    save_checkpoint(state(None), checkpoints / "best.pt")
+                # Logged after the checkpoint: a crash in between loses points but never duplicates them.
+                _log_step_losses(writer, step_losses, steps_before)
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, epoch)
+                if epoch < epochs and should_stop(progress["step"] - steps_before):
+                    _stop(
+                        None, checkpoints, signals.signum, max_steps, epoch, progress["step"], writer, [], 0
+                    )
+
+        if progress["best_epoch"]:  # test the weights that validated best, not merely the last ones
             model.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
         test = evaluate(model, test_batches, amp_dtype=amp_dtype)
         writer.add_scalar("test/loss", test.loss, epochs)
         writer.add_scalar("test/acc", test.accuracy, epochs)
     finally:
         writer.close()
+    seconds = progress["train_seconds"]
     return FitResult(
         epochs_run=epochs,
-        best_epoch=best_epoch,
-        best_val_acc=max(best_val_acc, 0.0),
+        best_epoch=progress["best_epoch"],
+        best_val_acc=max(progress["best_val_acc"], 0.0),
         test=test,
-        train_seconds=train_seconds,
-        images_per_second=train_images / train_seconds if train_seconds else 0.0,
-        history=history,
+        train_seconds=seconds,
+        images_per_second=progress["train_images"] / seconds if seconds else 0.0,
+        history=progress["history"],
     )
+
+
+def _log_step_losses(writer: SummaryWriter, losses: list[float], steps_before: int) -> None:
+    for offset, loss in enumerate(losses, start=1):
+        writer.add_scalar("train/loss_per_step", loss, steps_before + offset)
+
+
+def _stop(
+    state: dict[str, Any] | None,
+    checkpoints: Path,
+    signum: int | None,
+    max_steps: int | None,
+    epoch: int,
+    step: int,
+    writer: SummaryWriter,
+    step_losses: list[float],
+    steps_before: int,
+) -> None:
+    """Save `state` (mid-epoch) as last.pt if given, log the steps done, and raise TrainingStopped."""
+    path = checkpoints / "last.pt"
+    if state is not None:
+        save_checkpoint(state, path)
+    _log_step_losses(writer, step_losses, steps_before)
+    if signum is not None:
+        name = signal.Signals(signum).name
+        raise TrainingStopped(f"stopped by {name} in epoch {epoch} after step {step}", path, 128 + signum)
+    raise TrainingStopped(f"stopped at trainer.max_steps={max_steps}, in epoch {epoch}", path, 0)
 
 
 __all__ = ["EpochStats", "FitResult", "evaluate", "fit", "train_one_epoch"]
