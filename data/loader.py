@@ -17,10 +17,17 @@ MNIST_STD = 0.3081
 
 
 def split_validation(
-    images: Tensor, labels: Tensor, validation_size: int, seed: int
+    images: Tensor, labels: Tensor, validation_size: int | float, seed: int
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """Split a training set into (train, validation) by a permutation seeded with `seed`."""
+    """Split a training set into (train, validation) by a permutation seeded with `seed`.
+
+    `validation_size` is a number of images, or a fraction of the training set when it is a float.
+    """
     n = len(labels)
+    if isinstance(validation_size, float):
+        if not 0.0 < validation_size < 1.0:
+            raise ValueError(f"data.validation_size as a fraction must be in (0, 1), got {validation_size}")
+        validation_size = max(1, round(validation_size * n))
     if not 0 <= validation_size < n:
         raise ValueError(
             f"data.validation_size must be in [0, {n}) for {n} training images, got {validation_size}"

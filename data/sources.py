@@ -1,5 +1,7 @@
 """Read MNIST into validated uint8 tensors (N, 28, 28) and int64 labels, from IDX files or a pickle."""
 
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_integrity
 
 from data.safe_pickle import UnsafePickleError, load_arrays
 
@@ -35,8 +38,12 @@ class MNISTData:
     test_labels: Tensor
 
 
-def read_idx(root: str | Path) -> MNISTData:
-    """Read MNIST from torchvision's layout, `<root>/MNIST/raw/*-ubyte`, with torchvision's own reader."""
+def read_idx(root: str | Path, verify_md5: bool = True) -> MNISTData:
+    """Read MNIST from torchvision's layout, `<root>/MNIST/raw/*-ubyte`, with torchvision's own reader.
+
+    Each file's IDX header is checked against its size first, and, with `verify_md5`, its md5 against the
+    official file's (turn it off for IDX files of your own).
+    """
     root = Path(root)
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
@@ -45,11 +52,40 @@ def read_idx(root: str | Path) -> MNISTData:
             f"MNIST files missing in {raw} (data.source.root={root}): {', '.join(missing)}. "
             "Run `make data` (or `python -m data.fetch --root <root>`) to fetch them."
         )
+    for name, md5 in RAW_FILES.items():
+        check_idx_header(raw / name, ndim=3 if "images" in name else 1)
+        if verify_md5 and not check_integrity(str(raw / name), md5):
+            raise DataFormatError(
+                f"{raw / name}: md5 differs from the official file's ({md5}); `make data` fetches it again "
+                "(data.source.verify_md5=false reads IDX files of your own)"
+            )
     train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
     return MNISTData(
         *checked_split(train.data, train.targets, f"{raw} (training files)"),
         *checked_split(test.data, test.targets, f"{raw} (t10k files)"),
     )
+
+
+def check_idx_header(path: Path, ndim: int) -> None:
+    """Refuse an IDX file whose magic number is not uint8 with `ndim` dimensions, or whose size is not its header's."""
+    header_size = 4 + 4 * ndim
+    with open(path, "rb") as file:
+        header = file.read(header_size)
+    expected_magic = 0x0800 + ndim  # 0x08: unsigned bytes
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+    if magic != expected_magic:
+        found = f"{magic:#010x}" if magic is not None else "none (file too short)"
+        raise DataFormatError(
+            f"{path}: IDX magic number {found}, expected {expected_magic:#010x} (uint8, {ndim}-D)"
+        )
+    dims = struct.unpack(f">{ndim}I", header[4:]) if len(header) == header_size else ()
+    expected_size = header_size + math.prod(dims)
+    size = path.stat().st_size
+    if not dims or size != expected_size:
+        raise DataFormatError(
+            f"{path}: {size:,} bytes, but its header ({' x '.join(map(str, dims)) or 'cut short'}) "
+            f"needs {expected_size:,}: the file is truncated or padded"
+        )
 
 
 def read_pickle(path: str | Path) -> MNISTData:

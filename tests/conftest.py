@@ -55,6 +55,7 @@ def tiny_config(tiny_mnist: Path, *overrides: str) -> DictConfig:
     """The default config shrunk to the tiny synthetic set: small batches, a few epochs, on the CPU."""
     return compose_config(
         f"data.source.root={tiny_mnist}",
+        "data.source.verify_md5=false",
         "data.validation_size=100",
         "trainer.epochs=2",
         "trainer.batch_size=32",

@@ -47,8 +47,12 @@ def test_every_optimizer_and_schedule_instantiate_together(name: str, schedule: 
 def test_every_data_option_instantiates(tiny_mnist: Path, tmp_path: Path) -> None:
     from data.fetch import write_seed_pickle
 
-    pickle_path = write_seed_pickle(tiny_mnist, tmp_path / "tiny.pkl")
-    from_idx = instantiate(compose_config("data=mnist", f"data.source.root={tiny_mnist}").data.source)
+    pickle_path = write_seed_pickle(tiny_mnist, tmp_path / "tiny.pkl", verify_md5=False)
+    from_idx = instantiate(
+        compose_config(
+            "data=mnist", f"data.source.root={tiny_mnist}", "data.source.verify_md5=false"
+        ).data.source
+    )
     from_pickle = instantiate(
         compose_config("data=mnist_pickle", f"data.source.path={pickle_path}").data.source
     )

@@ -21,13 +21,13 @@ def tiny_arrays() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.n
 
 
 def assert_same_as_idx(data, root: Path) -> None:
-    expected = read_idx(root)
+    expected = read_idx(root, verify_md5=False)
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(data, name), getattr(expected, name)), name
 
 
 def test_idx_source_reads_torchvision_layout(tiny_mnist: Path) -> None:
-    data = read_idx(tiny_mnist)
+    data = read_idx(tiny_mnist, verify_md5=False)
     (x_train, y_train), (x_test, y_test) = tiny_arrays()
     assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (600, 28, 28)
     assert data.train_labels.dtype == torch.int64 and data.test_labels.shape == (200,)
@@ -215,3 +215,48 @@ def test_real_mnist_files_pass_their_md5(mnist_root: Path) -> None:
         974,
         1009,
     ]
+
+
+def copy_of(root: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(root / "MNIST", tmp_path / "MNIST")
+    return tmp_path / "MNIST" / "raw"
+
+
+def test_idx_with_a_bad_magic_number_is_refused_naming_the_file(tiny_mnist: Path, tmp_path: Path) -> None:
+    raw = copy_of(tiny_mnist, tmp_path)
+    path = raw / "t10k-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x09\x03" + path.read_bytes()[4:])  # int8 instead of uint8
+    with pytest.raises(
+        DataFormatError, match=r"t10k-images-idx3-ubyte: IDX magic number 0x00000903, expected 0x00000803"
+    ):
+        read_idx(tmp_path, verify_md5=False)
+
+
+def test_truncated_idx_is_refused_naming_the_file(tiny_mnist: Path, tmp_path: Path) -> None:
+    raw = copy_of(tiny_mnist, tmp_path)
+    path = raw / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(
+        DataFormatError, match=r"train-labels-idx1-ubyte: 601 bytes, but its header \(600\) needs 608"
+    ):
+        read_idx(tmp_path, verify_md5=False)
+
+
+def test_raw_file_that_is_not_the_official_one_is_refused_by_md5(tiny_mnist: Path) -> None:
+    with pytest.raises(
+        DataFormatError, match=r"train-images-idx3-ubyte: md5 differs from the official file's"
+    ):
+        read_idx(tiny_mnist)  # the tiny synthetic files are valid IDX, but not MNIST
+
+
+def test_validation_size_can_be_a_fraction_in_0_1() -> None:
+    images, labels = torch.zeros(200, 28, 28, dtype=torch.uint8), torch.arange(200)
+    (_, y_train), (_, y_val) = split_validation(images, labels, 0.1, seed=0)
+    assert (len(y_train), len(y_val)) == (180, 20)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(
+            ValueError, match=f"data.validation_size as a fraction must be in \\(0, 1\\), got {bad}"
+        ):
+            split_validation(images, labels, bad, seed=0)
