@@ -260,3 +260,23 @@ def test_validation_size_can_be_a_fraction_in_0_1() -> None:
             ValueError, match=f"data.validation_size as a fraction must be in \\(0, 1\\), got {bad}"
         ):
             split_validation(images, labels, bad, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda x, y: (x, y.astype(np.float32)), r"labels must be integers 0-9, got dtype float32"),
+        (
+            lambda x, y: (np.where(np.arange(784).reshape(28, 28) == 5, np.nan, x / 255.0), y),
+            "NaN or infinity",
+        ),
+        (lambda x, y: (x, y[:-1]), r"labels have shape \(599,\), expected \(600,\)"),
+        (lambda x, y: (x[:0], y[:0]), "no images"),
+    ],
+)
+def test_bad_training_arrays_are_refused_naming_the_split(tmp_path: Path, change, message: str) -> None:
+    (x_train, y_train), test = tiny_arrays()
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps((change(x_train, y_train), test)))
+    with pytest.raises(DataFormatError, match=rf"bad\.pkl \[train\]: .*{message}"):
+        read_pickle(path)

@@ -230,3 +230,32 @@ def test_command_line_refuses_bad_values_in_one_line_with_exit_status_2(
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoints, no events
+
+
+def test_output_directory_that_cannot_be_made_is_named_before_anything_runs(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    for args in (
+        ["hydra.run.dir=" + str(blocker / "run")],
+        ["-m", "model=lenet", f"hydra.sweep.dir={blocker / 'sweep'}"],
+    ):
+        done = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "train.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2
+        assert f"cannot be created: {blocker} is a file, not a directory" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert blocker.read_text() == "keep me"
+
+
+def test_unknown_model_name_lists_the_choices(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), "model=lenet7", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Could not find 'model/lenet7'" in done.stderr and "lenet_res" in done.stderr
+    assert not (tmp_path / "run").exists()
