@@ -132,13 +132,83 @@ def test_benign_arrays_of_every_protocol_load_identical(tmp_path: Path, protocol
         assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("protocol", [0, 1, 2])
+def numpy_1_spelling(raw: bytes) -> bytes:
+    """A numpy 2 pickle rewritten with numpy 1's module names (numpy.core instead of numpy._core)."""
+    out = raw
+    for new_name in (b"numpy.core.multiarray", b"numpy.core.numeric"):
+        old_name = new_name.replace(b"numpy.core", b"numpy._core")
+        out = out.replace(old_name + b"\n", new_name + b"\n")  # GLOBAL (protocols 0-3)
+        out = out.replace(
+            bytes([len(old_name)]) + old_name, bytes([len(new_name)]) + new_name
+        )  # SHORT_BINUNICODE
+    if out[2:3] == b"\x95":  # protocols 4-5 frame their opcodes: the frame is now shorter
+        frame = int.from_bytes(out[3:11], "little") - (len(raw) - len(out))
+        out = out[:3] + frame.to_bytes(8, "little") + out[11:]
+    return out
+
+
+@pytest.mark.parametrize("protocol", range(6))
 def test_numpy_1_spelling_loads(tmp_path: Path, protocol: int) -> None:
     from data.safe_pickle import load_arrays
 
     array = np.arange(10, dtype=np.int16)
-    raw = pickle.dumps(array, protocol=protocol).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    assert b"numpy.core.multiarray" in raw
+    raw = numpy_1_spelling(pickle.dumps(array, protocol=protocol))
+    assert b"numpy.core." in raw and b"numpy._core" not in raw
     path = tmp_path / "numpy1.pkl"
     path.write_bytes(raw)
     assert np.array_equal(load_arrays(path), array)
+
+
+def python2_pickle(array: np.ndarray) -> bytes:
+    """`array` as Python 2's cPickle (protocol 2) wrote it with numpy 1: byte strings, not unicode, for text.
+
+    The classic mnist.pkl.gz looks like this; Python 3 reads its strings as latin1 text.
+    """
+
+    def text(value: bytes) -> bytes:  # SHORT_BINSTRING (Python 2 str)
+        return b"U" + bytes([len(value)]) + value
+
+    def int4(value: int) -> bytes:  # BININT
+        return b"J" + value.to_bytes(4, "little", signed=True)
+
+    dtype = (
+        b"cnumpy\ndtype\n" + text(array.dtype.str[1:].encode()) + b"\x89\x88\x87R"  # dtype('u1', False, True)
+        + b"(" + int4(3) + text(array.dtype.str[:1].encode()) + b"NNN" + int4(-1) + int4(-1) + int4(0) + b"tb"
+    )  # fmt: skip
+    shape = b"(" + b"".join(int4(n) for n in array.shape) + b"t"
+    data = array.tobytes()
+    state = b"(" + int4(1) + shape + dtype + b"\x89" + b"T" + len(data).to_bytes(4, "little") + data + b"t"
+    return (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + int4(0) + b"\x85" + text(b"b") + b"\x87R" + state + b"b."
+    )  # fmt: skip
+
+
+def test_python_2_numpy_1_pickle_loads_with_latin1(tmp_path: Path) -> None:
+    from data.safe_pickle import load_arrays
+
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)  # bytes >= 0x80 included
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(python2_pickle(array))
+    loaded = load_arrays(path)
+    assert loaded.dtype == np.uint8 and np.array_equal(loaded, array)
+    floats = np.linspace(0, 1, 10, dtype="<f4")
+    path.write_bytes(python2_pickle(floats))
+    assert np.array_equal(load_arrays(path), floats)
+
+
+def test_persistent_ids_are_refused(tmp_path: Path) -> None:
+    import io
+
+    from data.safe_pickle import UnsafePickleError, load_arrays
+
+    class External(pickle.Pickler):
+        def persistent_id(self, obj):
+            return "outside" if isinstance(obj, np.ndarray) else None
+
+    buffer = io.BytesIO()
+    External(buffer, protocol=2).dump((np.zeros(3),))
+    path = tmp_path / "persistent.pkl"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(UnsafePickleError, match="persistent ids"):
+        load_arrays(path)
