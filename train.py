@@ -195,9 +195,15 @@ def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything from `cfg`, train, test, and write `run_dir/metrics.json`; return the metrics."""
+    setup, resume = prepare(cfg, run_dir)
+    return train_with(setup, cfg, run_dir, resume)
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Setup, dict[str, Any] | None]:
+    """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
     setup = build(cfg)
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
-    return train_with(setup, cfg, run_dir, load_resume(resume_from, cfg) if resume_from else None)
+    return setup, load_resume(resume_from, cfg) if resume_from else None
 
 
 def train_with(
@@ -264,9 +270,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best validation accuracy, the value a sweeper maximises."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        setup = build(cfg)
-        resume_from = find_resume_checkpoint(cfg.resume, run_dir)
-        resume = load_resume(resume_from, cfg) if resume_from else None
+        setup, resume = prepare(cfg, run_dir)
     except (ValueError, FileNotFoundError, InstantiationException) as error:
         # A bad value or file: one line saying which, no traceback. instantiate() wraps what the
         # constructors raise; their own message is the one that names the key.
