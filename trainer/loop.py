@@ -231,8 +231,11 @@ def fit(
                 step_losses = tally.take_step_losses()
                 progress["step"] = steps_before + len(step_losses)
                 if train_batches.next_batch < len(train_batches):  # stopped inside the epoch
-                    _stop(state(tally), checkpoints, signals.signum, max_steps, epoch, progress["step"], writer,
-                          step_losses, steps_before)  # fmt: skip
+                    save_checkpoint(state(tally), checkpoints / "last.pt")
+                    _log_step_losses(writer, step_losses, steps_before)
+                    raise _stopped(
+                        signals.signum, max_steps, epoch, progress["step"], checkpoints / "last.pt"
+                    )
 
                 val = evaluate(model, val_batches, amp_dtype=amp_dtype)
                 lr = scheduler.get_last_lr()[0]
@@ -264,9 +267,9 @@ def fit(
                 _log_step_losses(writer, step_losses, steps_before)
                 for tag, value in scalars.items():
                     writer.add_scalar(tag, value, epoch)
-                if epoch < epochs and should_stop(progress["step"] - steps_before):
-                    _stop(
-                        None, checkpoints, signals.signum, max_steps, epoch, progress["step"], writer, [], 0
+                if epoch < epochs and should_stop(progress["step"] - steps_before):  # last.pt is saved above
+                    raise _stopped(
+                        signals.signum, max_steps, epoch, progress["step"], checkpoints / "last.pt"
                     )
 
         if progress["best_epoch"]:  # test the weights that validated best, not merely the last ones
@@ -293,26 +296,12 @@ def _log_step_losses(writer: SummaryWriter, losses: list[float], steps_before: i
         writer.add_scalar("train/loss_per_step", loss, steps_before + offset)
 
 
-def _stop(
-    state: dict[str, Any] | None,
-    checkpoints: Path,
-    signum: int | None,
-    max_steps: int | None,
-    epoch: int,
-    step: int,
-    writer: SummaryWriter,
-    step_losses: list[float],
-    steps_before: int,
-) -> None:
-    """Save `state` (mid-epoch) as last.pt if given, log the steps done, and raise TrainingStopped."""
-    path = checkpoints / "last.pt"
-    if state is not None:
-        save_checkpoint(state, path)
-    _log_step_losses(writer, step_losses, steps_before)
+def _stopped(signum: int | None, max_steps: int | None, epoch: int, step: int, path: Path) -> TrainingStopped:
+    """The TrainingStopped to raise after a signal or `max_steps`, with `path` already written."""
     if signum is not None:
         name = signal.Signals(signum).name
-        raise TrainingStopped(f"stopped by {name} in epoch {epoch} after step {step}", path, 128 + signum)
-    raise TrainingStopped(f"stopped at trainer.max_steps={max_steps}, in epoch {epoch}", path, 0)
+        return TrainingStopped(f"stopped by {name} in epoch {epoch} after step {step}", path, 128 + signum)
+    return TrainingStopped(f"stopped at trainer.max_steps={max_steps}, in epoch {epoch}", path, 0)
 
 
 __all__ = ["EpochStats", "FitResult", "evaluate", "fit", "train_one_epoch"]
