@@ -3,6 +3,9 @@
 python train.py                                   # LeNet-5, the defaults of configs/config.yaml
 python train.py model=lenet_res trainer.epochs=3  # any config value can be overridden
 python train.py -m model=lenet,lenet_res,resmlp   # a multirun: one run directory per job
+
+Every run leaves status.json in its run directory (running, completed, failed, stopped or pruned). In a
+multirun a job that fails is recorded as failed and the others go on; the sweep exits non-zero at the end.
 """
 
 import json
@@ -11,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -27,12 +33,29 @@ from data.loader import DeviceBatches, split_validation
 from trainer import choose_device, fit
 from trainer.checkpoint import load_checkpoint
 from trainer.interrupt import NonFiniteLoss, TrainingStopped
+from trainer.loop import HParams
+from trainer.runs import identity, read_status, write_status
 from trainer.speed import configure_threads, prefers_channels_last, warm_up
+from trainer.tuning import Pruned, make_pruner, trial_reporter
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 # Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+
+
+def sweep_dir(resume: Any, new: str) -> str:
+    """hydra.sweep.dir: `new`, or the sweep `resume_sweep` names (`last`/true: the newest in new's root)."""
+    if resume in (None, False):
+        return new
+    if resume in (True, "last"):
+        root = Path(new).parent.parent  # multirun/<date>/<time>: the newest sorts last
+        earlier = sorted(p.parent for p in root.glob("*/*/multirun.yaml"))
+        return str(earlier[-1]) if earlier else new
+    return str(Path(str(resume)).absolute())
+
+
+OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True, use_cache=True)
 
 log = logging.getLogger("train")
 
@@ -107,10 +130,12 @@ class Setup:
     compile_seconds: float | None
 
 
-def build(cfg: DictConfig) -> Setup:
-    """Check `cfg` and build data, model, optimizer, schedule and speed settings from it."""
+def build(cfg: DictConfig, job: int | None = None) -> Setup:
+    """Check `cfg` and build data, model, optimizer, schedule and speed settings from it.
+
+    `job`: the job's number in a sweep (parallel jobs spread over several GPUs by it)."""
     check_config(cfg)
-    device = choose_device(cfg.trainer.device)
+    device = choose_device(cfg.trainer.device, job)
     threads = configure_threads(cfg.trainer.threads)
     if cfg.trainer.precision not in PRECISIONS:
         raise ValueError(
@@ -199,21 +224,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return train_with(setup, cfg, run_dir, resume)
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Setup, dict[str, Any] | None]:
+def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, dict[str, Any] | None]:
     """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
-    setup = build(cfg)
+    setup = build(cfg, job)
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
     return setup, load_resume(resume_from, cfg) if resume_from else None
 
 
 def train_with(
-    setup: Setup, cfg: DictConfig, run_dir: Path, resume: dict[str, Any] | None = None
+    setup: Setup,
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: dict[str, Any] | None = None,
+    hparams: HParams | None = None,
+    after_epoch: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Train what `build(cfg)` made (from `resume`, a checkpoint, if given), test it, write metrics.json."""
+    """Train what `build(cfg)` made (from `resume`, a checkpoint, if given), test it, write metrics.json.
+
+    `hparams` go to TensorBoard's HParams view with the final metrics; `after_epoch` is fit's."""
     model = setup.model
     parameters = sum(p.numel() for p in model.parameters())
     log.info(
-        f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {setup.threads} threads"
+        f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {setup.threads} thread{'s' if setup.threads > 1 else ''}"
         f"{', channels_last' if setup.channels_last else ''}, {cfg.trainer.precision}: "
         f"{setup.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
         f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs} epochs of {len(setup.train_batches)} steps"
@@ -226,6 +258,7 @@ def train_with(
         model, setup.optimizer, setup.scheduler, setup.train_batches, setup.val_batches, setup.test_batches,
         epochs=cfg.trainer.epochs, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
         amp_dtype=setup.amp_dtype, scaler=setup.scaler, max_steps=cfg.trainer.max_steps, resume=resume,
+        hparams=hparams, after_epoch=after_epoch,
     )  # fmt: skip
     metrics = {
         "model": type(model).__name__,
@@ -265,28 +298,103 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     )
 
 
+def run_hparams(cfg: DictConfig, overrides: list[str]) -> HParams:
+    """The run's row in TensorBoard's HParams view: the choices a sweep varies, named by its overrides.
+
+    The same keys in every run (plus any overridden value), so a sweep's runs share one table."""
+    choices = HydraConfig.get().runtime.choices
+    keys = ["optimizer.lr", "optimizer.weight_decay", "trainer.batch_size", "trainer.epochs", "data.max_shift",
+            "seed", *(o.lstrip("+").split("=", 1)[0] for o in overrides)]  # fmt: skip
+    values: dict[str, Any] = {
+        group: choices.get(group) for group in ("model", "data", "optimizer", "scheduler")
+    }
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if key not in values:
+            values[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return HParams(" ".join(overrides) or "defaults", values)
+
+
+def after_epoch_hook(cfg: DictConfig) -> Callable[[int, float], None] | None:
+    """In a trial of `python tune.py`: report each epoch to the study, which may prune the run."""
+    tune = cfg.get("tune")
+    if tune is None or tune.get("trial") is None:
+        return None
+    pruner = make_pruner(tune.pruner.name, tune.pruner.startup_trials, tune.pruner.warmup_epochs)
+    return trial_reporter(tune.dir, tune.study, tune.trial, pruner)
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the best validation accuracy, the value a sweeper maximises."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the best validation accuracy (None if the run did not complete).
+
+    Whatever happens, status.json says so. A single run exits with 2 for a bad value or file, 1 for any
+    other failure, 130/143 when stopped by a signal. In a multirun a failure is recorded and the sweep goes
+    on (the Sweep callback sums it up); a signal stops the sweep.
+    """
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    job = hydra_cfg.job.num if in_sweep else None
+
+    def failed(message: str, exit_code: int, details: str | None = None) -> None:
+        log.error(f"error: {message}")
+        if details:
+            log.error(details)  # the traceback, into train.log
+        write_status(run_dir, "failed", overrides, error=message, exit_code=exit_code)
+        if not in_sweep:
+            sys.exit(exit_code)
+
+    if in_sweep and cfg.resume_sweep:
+        before = read_status(run_dir)
+        if before is not None and identity(before["overrides"]) != identity(overrides):
+            return failed(
+                f"resume_sweep: {run_dir} holds a job with overrides [{' '.join(identity(before['overrides']))}], "
+                f"not [{' '.join(identity(overrides))}]", 2,
+            )  # fmt: skip
+        if before is not None and before["status"] == "completed":
+            log.info(f"job {job} [{' '.join(identity(overrides))}] completed before: skipped")
+            return before.get("best_val_acc")
+        if cfg.resume is None and (run_dir / "checkpoints" / "last.pt").is_file():
+            cfg.resume = str(run_dir / "checkpoints" / "last.pt")  # a stopped job continues
+
+    write_status(run_dir, "running", overrides)
     try:
-        setup, resume = prepare(cfg, run_dir)
-    except (ValueError, FileNotFoundError, InstantiationException) as error:
-        # A bad value or file: one line saying which, no traceback. instantiate() wraps what the
-        # constructors raise; their own message is the one that names the key.
-        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
-        log.error(f"error: {str(cause).strip()}")
-        sys.exit(2)
-    try:
-        metrics = train_with(setup, cfg, run_dir, resume)
+        try:
+            setup, resume = prepare(cfg, run_dir, job)
+            hook = after_epoch_hook(cfg)
+        except (ValueError, FileNotFoundError, InstantiationException) as error:
+            # A bad value or file: one line saying which, no traceback. instantiate() wraps what the
+            # constructors raise; their own message is the one that names the key.
+            cause = (
+                error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+            )
+            return failed(str(cause).strip(), 2)
+        metrics = train_with(setup, cfg, run_dir, resume, run_hparams(cfg, identity(overrides)), hook)
     except TrainingStopped as stop:
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        write_status(run_dir, "stopped", overrides, reason=stop.reason, checkpoint=str(stop.checkpoint))
         log.warning(f"{stop.reason}; saved {stop.checkpoint}")
-        log.warning(f"resume with: python train.py {' '.join([*overrides, f'resume={stop.checkpoint}'])}")
-        sys.exit(stop.exit_code)
+        if in_sweep:
+            log.warning("resume the sweep with the same command and resume_sweep=last (or its directory)")
+            if stop.exit_code == 0:  # trainer.max_steps: this job is done for now, the sweep goes on
+                return None
+        else:
+            again = [o for o in overrides if not o.startswith("resume=")]
+            log.warning(f"resume with: python train.py {' '.join([*again, f'resume={stop.checkpoint}'])}")
+        sys.exit(stop.exit_code)  # a signal: the whole sweep stops
+    except Pruned as pruned:
+        write_status(run_dir, "pruned", overrides, reason=str(pruned))
+        log.info(str(pruned))
+        return None
     except NonFiniteLoss as error:
-        log.error(f"error: {error}")
-        sys.exit(1)
+        return failed(str(error), 1)
+    except Exception as error:  # out of memory, a bug: recorded with its traceback, the sweep goes on
+        return failed(f"{type(error).__name__}: {error}", 1, traceback.format_exc())
+    write_status(
+        run_dir, "completed", overrides,
+        best_val_acc=metrics["best_val_acc"], test_acc=metrics["test_acc"], metrics=str(run_dir / "metrics.json"),
+    )  # fmt: skip
     log.info("%s", summary(metrics, run_dir))
     return metrics["best_val_acc"]
 

@@ -229,7 +229,10 @@ def test_command_line_refuses_bad_values_in_one_line_with_exit_status_2(
     assert done.returncode == 2
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoints, no events
+    # no checkpoints, no events; status.json says why
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "status.json", "train.log"]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith(message.removeprefix("error: "))
 
 
 def test_output_directory_that_cannot_be_made_is_named_before_anything_runs(tmp_path: Path) -> None:

@@ -3,11 +3,18 @@
 import torch
 
 
-def choose_device(name: str = "auto") -> torch.device:
-    """Return the device for `name` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps'); raise if it is not available here."""
+def choose_device(name: str = "auto", job: int | None = None) -> torch.device:
+    """Return the device for `name` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps'); raise if it is not available here.
+
+    `job`: the job's number in a sweep; with `auto` and several GPUs, job k trains on GPU k mod count, so
+    that parallel jobs spread over the GPUs instead of all landing on the first.
+    """
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            count = torch.cuda.device_count()
+            return (
+                torch.device("cuda", job % count) if job is not None and count > 1 else torch.device("cuda")
+            )
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")

@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm.auto import tqdm
 
 from data.loader import DeviceBatches
@@ -52,6 +54,14 @@ class FitResult:
     train_seconds: float
     images_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class HParams:
+    """A run's row in TensorBoard's HParams view: its name (the sweep's overrides) and hyperparameter values."""
+
+    name: str
+    values: dict[str, bool | int | float | str]
 
 
 class _Tally:
@@ -165,12 +175,16 @@ def fit(
     scaler: torch.amp.GradScaler | None = None,
     max_steps: int | None = None,
     resume: dict[str, Any] | None = None,
+    hparams: HParams | None = None,
+    after_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Train for `epochs`, validating after each; keep `last.pt` and `best.pt`; test once with the best weights.
 
     Logs to TensorBoard in `run_dir` (step = epoch; `train/loss_per_step` by global step) and one log line
     per epoch. `resume` (a checkpoint) continues where it was taken, mid-epoch included. SIGINT/SIGTERM or
     `max_steps` end the run after the current step with `last.pt` written: TrainingStopped says where.
+    `after_epoch(epoch, val_acc)` runs after each epoch is saved and logged; it may raise to end the run
+    (a search's pruner does). `hparams` and the final metrics go to the HParams view at the end.
     """
     checkpoints = run_dir / "checkpoints"
     device = next(model.parameters()).device
@@ -271,12 +285,22 @@ def fit(
                     raise _stopped(
                         signals.signum, max_steps, epoch, progress["step"], checkpoints / "last.pt"
                     )
+                if after_epoch is not None:
+                    after_epoch(epoch, val.accuracy)
 
         if progress["best_epoch"]:  # test the weights that validated best, not merely the last ones
             model.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
         test = evaluate(model, test_batches, amp_dtype=amp_dtype)
         writer.add_scalar("test/loss", test.loss, epochs)
         writer.add_scalar("test/acc", test.accuracy, epochs)
+        if hparams is not None:
+            final = {
+                "hparams/best_val_acc": max(progress["best_val_acc"], 0.0),
+                "hparams/test_acc": test.accuracy,
+                "hparams/test_loss": test.loss,
+                "hparams/train_seconds": progress["train_seconds"],
+            }
+            _log_hparams(writer, hparams, final, epochs)
     finally:
         writer.close()
     seconds = progress["train_seconds"]
@@ -296,6 +320,19 @@ def _log_step_losses(writer: SummaryWriter, losses: list[float], steps_before: i
         writer.add_scalar("train/loss_per_step", loss, steps_before + offset)
 
 
+def _log_hparams(writer: SummaryWriter, hparams: HParams, metrics: dict[str, float], step: int) -> None:
+    """One HParams session in the run's own event file (torch's `add_hparams` would open a new
+    timestamped sub-directory per call), named by `hparams.name`; the metric tags are not curve tags."""
+    experiment, start, end = hparams_summaries(hparams.values, metrics)
+    data = HParamsPluginData.FromString(start.value[0].metadata.plugin_data.content)
+    data.session_start_info.group_name = hparams.name  # the row's name in the HParams table
+    start.value[0].metadata.plugin_data.content = data.SerializeToString()
+    for summary in (experiment, start, end):
+        writer.file_writer.add_summary(summary, step)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, step)
+
+
 def _stopped(signum: int | None, max_steps: int | None, epoch: int, step: int, path: Path) -> TrainingStopped:
     """The TrainingStopped to raise after a signal or `max_steps`, with `path` already written."""
     if signum is not None:
@@ -304,4 +341,4 @@ def _stopped(signum: int | None, max_steps: int | None, epoch: int, step: int, p
     return TrainingStopped(f"stopped at trainer.max_steps={max_steps}, in epoch {epoch}", path, 0)
 
 
-__all__ = ["EpochStats", "FitResult", "evaluate", "fit", "train_one_epoch"]
+__all__ = ["EpochStats", "FitResult", "HParams", "evaluate", "fit", "train_one_epoch"]

@@ -24,17 +24,23 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """OMP_NUM_THREADS if set (a parallel sweep sets it for its jobs), else the CPUs available."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
+
+
 def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads to `threads`, or to the CPUs available when None; return the count.
+    """Set torch's intra-op threads to `threads`, or to `default_threads()` when None; return the count.
 
     More threads than cores makes OpenMP threads spin against each other: a LeNet step was measured
     35x slower with two 2-thread processes on 2 cores.
     """
     if threads is not None and (type(threads) is not int or threads <= 0):
         raise ValueError(
-            f"trainer.threads must be null (all available CPUs) or an integer > 0, got {threads!r}"
+            f"trainer.threads must be null (OMP_NUM_THREADS or all available CPUs) or an integer > 0, got {threads!r}"
         )
-    count = threads or available_cpus()
+    count = threads or default_threads()
     torch.set_num_threads(count)
     return count
 
