@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LOGDIR ?= outputs
+MODEL  ?= lenet
+DIR    ?= multirun
 
-.PHONY: install data train test bench lint format tensorboard clean
+.PHONY: install data train tune report test bench lint format tensorboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,12 @@ data: install  ## fetch MNIST (md5-verified) into data/MNIST/raw and write data/
 
 train: data  ## train the default model; pass overrides as ARGS="model=lenet_res trainer.epochs=3"
 	$(PY) train.py $(ARGS)
+
+tune: data  ## Optuna search with pruning: make tune MODEL=lenet (or lenet_res, resmlp) ARGS="tune.trials=40"
+	$(PY) tune.py hparams_search=$(MODEL) $(ARGS)
+
+report: install  ## leaderboard and plots of a sweep: make report DIR=multirun/<date>/<time>
+	$(PY) report.py $(DIR)
 
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-k data" to pick
 	$(PY) -m pytest $(PYTEST_ARGS)
