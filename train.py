@@ -11,6 +11,7 @@ multirun a job that fails is recorded as failed and the others go on; the sweep 
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import hydra
 import torch
+import torchvision
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -32,6 +34,7 @@ from torch import nn
 from data.loader import DeviceBatches, split_validation
 from trainer import choose_device, fit
 from trainer.checkpoint import load_checkpoint
+from trainer.diagnostics import model_summary
 from trainer.interrupt import NonFiniteLoss, TrainingStopped
 from trainer.loop import HParams
 from trainer.runs import identity, read_status, write_status
@@ -84,6 +87,7 @@ CHECKED_KEYS = {
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
     "trainer.max_steps": (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0"),
+    "trainer.histograms_every": _NON_NEGATIVE_INT,
 }
 
 
@@ -110,6 +114,33 @@ def git_revision() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is: the GPU's name, or the CPU's model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Where a run's numbers came from: code version, library versions, device and command line."""
+    return {
+        **git_revision(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device_name": device_name(device),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
 
 
 @dataclass
@@ -254,11 +285,20 @@ def train_with(
         log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
     if setup.compile_seconds is not None:
         log.info(f"torch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)")
+    example = next(iter(setup.val_batches))[0][:1].clone()  # (1, 1, 28, 28)
+    layers = model_summary(model, example)
+    log.info(f"model summary:\n{layers}")
+    origin = provenance(setup.device)
+    texts = {
+        "config": "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```",
+        "model_summary": "```\n" + layers + "\n```",
+        "provenance": "\n".join(f"- **{key}**: `{value}`" for key, value in origin.items()),
+    }
     result = fit(
         model, setup.optimizer, setup.scheduler, setup.train_batches, setup.val_batches, setup.test_batches,
         epochs=cfg.trainer.epochs, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True),
         amp_dtype=setup.amp_dtype, scaler=setup.scaler, max_steps=cfg.trainer.max_steps, resume=resume,
-        hparams=hparams, after_epoch=after_epoch,
+        hparams=hparams, after_epoch=after_epoch, texts=texts, histograms_every=cfg.trainer.histograms_every,
     )  # fmt: skip
     metrics = {
         "model": type(model).__name__,
@@ -274,7 +314,7 @@ def train_with(
         "device": str(setup.device),
         "threads": setup.threads,
         "seed": cfg.seed,
-        **git_revision(),
+        **origin,
         "history": result.history,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

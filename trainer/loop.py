@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from data.loader import DeviceBatches
 from trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from trainer.diagnostics import Predictions, log_diagnosis, log_model
 from trainer.interrupt import NonFiniteLoss, StopOnSignal, TrainingStopped
 
 log = logging.getLogger(__name__)
@@ -147,17 +148,33 @@ def train_one_epoch(
     return tally.stats()
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | None = None) -> EpochStats:
     """Mean loss and accuracy of `model` over `batches`, in eval mode and without autograd."""
+    return predict(model, batches, amp_dtype=amp_dtype)[0]
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | None = None
+) -> tuple[EpochStats, Predictions]:
+    """Mean loss and accuracy over `batches`, and every prediction (with the misclassified inputs)."""
     model.eval()
     device = next(model.parameters()).device
     tally = _Tally(device)
+    probs, targets, wrong_images, wrong_index = [], [], [], []
     for images, labels in batches:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)  # (B, 10)
         tally.add(F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
-    return tally.stats()
+        wrong = logits.argmax(dim=1) != labels
+        wrong_images.append(images[wrong])
+        wrong_index.append(wrong.nonzero().squeeze(1) + sum(len(t) for t in targets))
+        probs.append(logits.float().softmax(dim=1))
+        targets.append(labels)
+    outputs = (
+        torch.cat(t).cpu() if t else torch.empty(0) for t in (probs, targets, wrong_images, wrong_index)
+    )
+    return tally.stats(), Predictions(*outputs)
 
 
 def fit(
@@ -177,6 +194,8 @@ def fit(
     resume: dict[str, Any] | None = None,
     hparams: HParams | None = None,
     after_epoch: Callable[[int, float], None] | None = None,
+    texts: dict[str, str] | None = None,
+    histograms_every: int = 1,
 ) -> FitResult:
     """Train for `epochs`, validating after each; keep `last.pt` and `best.pt`; test once with the best weights.
 
@@ -185,6 +204,10 @@ def fit(
     `max_steps` end the run after the current step with `last.pt` written: TrainingStopped says where.
     `after_epoch(epoch, val_acc)` runs after each epoch is saved and logged; it may raise to end the run
     (a search's pruner does). `hparams` and the final metrics go to the HParams view at the end.
+    TensorBoard also gets: `texts` (Markdown) and the model's graph at the start; the validation confusion
+    matrix and per-class accuracy every epoch; weight and gradient histograms every `histograms_every`
+    epochs (0: never); at the end the test set's confusion matrix, per-class accuracy and precision-recall
+    curves, and a grid of the misclassified test digits.
     """
     checkpoints = run_dir / "checkpoints"
     device = next(model.parameters()).device
@@ -216,6 +239,8 @@ def fit(
         }
 
     writer = SummaryWriter(log_dir=str(run_dir))
+    if progress["epoch"] == 0 and progress["step"] == 0:  # once per run, not again on resume
+        log_model(writer, model, next(iter(val_batches))[0][:1], texts or {})
     try:
         with StopOnSignal() as signals:
             while progress["epoch"] < epochs:
@@ -251,7 +276,7 @@ def fit(
                         signals.signum, max_steps, epoch, progress["step"], checkpoints / "last.pt"
                     )
 
-                val = evaluate(model, val_batches, amp_dtype=amp_dtype)
+                val, val_predictions = predict(model, val_batches, amp_dtype=amp_dtype)
                 lr = scheduler.get_last_lr()[0]
                 log.info(
                     f"epoch {epoch}/{epochs}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
@@ -281,6 +306,12 @@ def fit(
                 _log_step_losses(writer, step_losses, steps_before)
                 for tag, value in scalars.items():
                     writer.add_scalar(tag, value, epoch)
+                log_diagnosis(writer, "val", val_predictions, epoch)
+                if histograms_every and epoch % histograms_every == 0:
+                    for name, parameter in model.named_parameters():
+                        writer.add_histogram(f"weights/{name}", parameter.detach(), epoch)
+                        if parameter.grad is not None:  # the epoch's last step
+                            writer.add_histogram(f"grads/{name}", parameter.grad, epoch)
                 if epoch < epochs and should_stop(progress["step"] - steps_before):  # last.pt is saved above
                     raise _stopped(
                         signals.signum, max_steps, epoch, progress["step"], checkpoints / "last.pt"
@@ -290,9 +321,10 @@ def fit(
 
         if progress["best_epoch"]:  # test the weights that validated best, not merely the last ones
             model.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
-        test = evaluate(model, test_batches, amp_dtype=amp_dtype)
+        test, test_predictions = predict(model, test_batches, amp_dtype=amp_dtype)
         writer.add_scalar("test/loss", test.loss, epochs)
         writer.add_scalar("test/acc", test.accuracy, epochs)
+        log_diagnosis(writer, "test", test_predictions, epochs, full=True)
         if hparams is not None:
             final = {
                 "hparams/best_val_acc": max(progress["best_val_acc"], 0.0),
@@ -341,4 +373,4 @@ def _stopped(signum: int | None, max_steps: int | None, epoch: int, step: int, p
     return TrainingStopped(f"stopped at trainer.max_steps={max_steps}, in epoch {epoch}", path, 0)
 
 
-__all__ = ["EpochStats", "FitResult", "HParams", "evaluate", "fit", "train_one_epoch"]
+__all__ = ["EpochStats", "FitResult", "HParams", "evaluate", "fit", "predict", "train_one_epoch"]

@@ -14,7 +14,14 @@ from typing import Any
 STATUS_FILE = "status.json"
 
 # Overrides that say how to run a job, not what it trains: two jobs that differ only in these are the same job.
-HOW_TO_RUN = ("resume=", "resume_sweep=", "trainer.max_steps=", "trainer.threads=", "trainer.device=", "hydra.")
+HOW_TO_RUN = (
+    "resume=",
+    "resume_sweep=",
+    "trainer.max_steps=",
+    "trainer.threads=",
+    "trainer.device=",
+    "hydra.",
+)
 
 
 def identity(overrides: list[str]) -> list[str]:

@@ -49,7 +49,9 @@ def trial_reporter(
             storage.get_study_id_from_name(study_name), number
         )
     except KeyError as error:
-        raise ValueError(f"tune.trial={number}: no such trial in study {study_name!r} at {study_dir}") from error
+        raise ValueError(
+            f"tune.trial={number}: no such trial in study {study_name!r} at {study_dir}"
+        ) from error
     trial = optuna.trial.Trial(study, trial_id)
 
     def report(epoch: int, val_acc: float) -> None:

@@ -1,0 +1,141 @@
+"""What a model gets wrong: predictions over a set, the confusion matrix, per-class accuracy, and the
+figures TensorBoard shows (confusion matrices, a grid of misclassified digits). Plain tensors in, no config."""
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are rendered to images, never shown
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from data.loader import MNIST_MEAN, MNIST_STD  # noqa: E402
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = 10
+
+
+@dataclass
+class Predictions:
+    """A model's outputs over a whole set, on the CPU: probabilities, true labels, the misclassified images."""
+
+    probs: Tensor  # (N, 10) softmax probabilities
+    labels: Tensor  # (N,) int64
+    wrong_images: Tensor  # (W, 1, 28, 28) the normalised inputs the model got wrong, in set order
+    wrong_index: Tensor  # (W,) their positions in the set
+
+    @property
+    def predicted(self) -> Tensor:
+        return self.probs.argmax(dim=1)
+
+    @property
+    def confidence(self) -> Tensor:
+        return self.probs.max(dim=1).values
+
+
+def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix: Tensor) -> Tensor:
+    """Recall of each class: the diagonal over the row sums (0 for a class with no examples)."""
+    return matrix.diag().double() / matrix.sum(dim=1).clamp(min=1).double()
+
+
+def confusion_table(matrix: Tensor) -> str:
+    """The counts as a Markdown table (rows: true class, columns: predicted), with per-class accuracy."""
+    classes = range(matrix.shape[0])
+    lines = ["| true \\ predicted | " + " | ".join(map(str, classes)) + " | accuracy |",
+             "|---:|" + "---:|" * (len(classes) + 1)]  # fmt: skip
+    for k, accuracy in zip(classes, per_class_accuracy(matrix).tolist(), strict=True):
+        lines.append(f"| **{k}** | " + " | ".join(str(int(v)) for v in matrix[k]) + f" | {accuracy:.2%} |")
+    return "\n".join(lines)
+
+
+def confusion_figure(matrix: Tensor, title: str) -> Figure:
+    """Counts and row-normalised fractions side by side, each cell labelled."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=80)
+    normalised = matrix.double() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    for ax, values, name, fmt in (
+        (axes[0], matrix, "counts", "{:.0f}"),
+        (axes[1], normalised, "row-normalised", "{:.2f}"),
+    ):
+        ax.imshow(normalised.numpy(), cmap="Blues", vmin=0, vmax=1)  # both coloured by the row fraction
+        for true in range(matrix.shape[0]):
+            for pred in range(matrix.shape[1]):
+                value = float(values[true, pred])
+                if value:
+                    dark = normalised[true, pred] > 0.5
+                    ax.text(pred, true, fmt.format(value), ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")  # fmt: skip
+        ax.set(xlabel="predicted", ylabel="true", title=f"{title} ({name})",
+               xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(predictions: Predictions, limit: int = 64) -> Figure:
+    """Up to `limit` misclassified digits, each titled `true -> predicted (confidence)`."""
+    shown = min(len(predictions.wrong_index), limit)
+    columns = 8
+    rows = max((shown + columns - 1) // columns, 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), dpi=80, squeeze=False)
+    images = predictions.wrong_images[:shown, 0] * MNIST_STD + MNIST_MEAN  # back to [0, 1] ink
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < shown:
+            index = predictions.wrong_index[k]
+            ax.imshow(images[k].numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"{int(predictions.labels[index])} → {int(predictions.predicted[index])} "
+                         f"({float(predictions.confidence[index]):.2f})", fontsize=8)  # fmt: skip
+    fig.suptitle(
+        f"misclassified: {len(predictions.wrong_index)} of {len(predictions.labels)} (true → predicted)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def log_diagnosis(
+    writer: SummaryWriter, split: str, predictions: Predictions, step: int, full: bool = False
+) -> None:
+    """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the per-class
+    precision-recall curves and the grid of misclassified digits (for the test set, once)."""
+    matrix = confusion_matrix(predictions.predicted, predictions.labels)
+    writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), step)
+    for k, accuracy in enumerate(per_class_accuracy(matrix).tolist()):
+        writer.add_scalar(f"{split}_class_acc/{k}", accuracy, step)
+    if full:
+        writer.add_text(f"{split}/confusion_matrix_counts", confusion_table(matrix), step)
+        for k in range(NUM_CLASSES):
+            writer.add_pr_curve(
+                f"{split}_pr_curve/{k}", predictions.labels == k, predictions.probs[:, k], step
+            )
+        writer.add_figure(f"{split}/misclassified", misclassified_figure(predictions), step)
+
+
+def log_model(writer: SummaryWriter, model: nn.Module, example: Tensor, texts: dict[str, str]) -> None:
+    """`texts` (Markdown: config, model summary, provenance) and the model's graph, traced on `example`."""
+    for tag, text in texts.items():
+        writer.add_text(tag, text, 0)
+    try:
+        with warnings.catch_warnings():  # the tracer's deprecation and shape notes are not the user's concern
+            warnings.simplefilter("ignore")
+            writer.add_graph(getattr(model, "_orig_mod", model), example)  # a compiled model: the original
+    except Exception as error:  # a graph that cannot be traced must not stop training
+        log.warning(f"model graph not logged to TensorBoard: {type(error).__name__}: {error}")
+
+
+def model_summary(model: nn.Module, example: Tensor) -> str:
+    """torchinfo's per-layer table (output shape, parameters) of `model` on `example` (eval mode, no RNG used)."""
+    import torchinfo
+
+    table = torchinfo.summary(getattr(model, "_orig_mod", model), input_data=example, mode="eval", verbose=0,
+                              col_names=("output_size", "num_params"), depth=3)  # fmt: skip
+    return str(table)
