@@ -207,6 +207,46 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     )  # fmt: skip
 
 
+@dataclass
+class Trained:
+    """A trained model loaded back from a checkpoint, with the config of its run."""
+
+    model: nn.Module
+    cfg: DictConfig
+    checkpoint: Path
+    device: torch.device
+
+
+def split_args(argv: list[str], own: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """`key=value` arguments of a script's own keys, and the rest: config overrides (`data=mnist_pickle`)."""
+    mine = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] in own and "=" in a}
+    return mine, [a for a in argv if a.split("=", 1)[0] not in own]
+
+
+def load_trained(ckpt: str, overrides: list[str]) -> Trained:
+    """The model of checkpoint `ckpt` (a .pt file, or a run directory: its best.pt) on its run's config, read
+    with `weights_only=True`. `overrides` replace whole config groups they name (e.g. data=mnist_pickle
+    data.source.path=x.pkl replaces `data`), composed from configs/ as train.py would."""
+    path = Path(ckpt)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: no checkpoint at {path}")
+    checkpoint = load_checkpoint(path)
+    cfg = OmegaConf.create(checkpoint["config"])
+    if overrides:
+        with hydra.initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
+            composed = hydra.compose(config_name="config", overrides=overrides)
+        for group in {o.lstrip("+").split("=", 1)[0].split(".", 1)[0] for o in overrides}:
+            cfg[group] = composed[group]
+    device = choose_device(cfg.trainer.device)
+    model = instantiate(cfg.model).to(device)
+    model.load_state_dict(checkpoint["model"])
+    if prefers_channels_last(model, cfg.trainer.channels_last):  # as it was tested: the same numbers
+        model = model.to(memory_format=torch.channels_last)
+    return Trained(model.eval(), cfg, path, device)
+
+
 # What a checkpoint must share with the config that resumes it: the same network, data order and schedule.
 RESUME_MUST_MATCH = (
     "model",
