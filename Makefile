@@ -11,10 +11,10 @@ DIR    ?= multirun
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra
 
 data: install  ## fetch MNIST (md5-verified) into data/MNIST/raw and write data/mnist.pkl
 	$(PY) -m data.fetch

@@ -30,7 +30,7 @@ def conv_whole_input(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """
     if x.shape[-2:] != conv.kernel_size or conv.padding != (0, 0) or conv.groups != 1:
         return conv(x).flatten(1)
-    return F.linear(x.reshape(len(x), -1), conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    return F.linear(x.flatten(1), conv.weight.reshape(conv.out_channels, -1), conv.bias)  # traces any batch
 
 
 class ResBlock(nn.Module):
