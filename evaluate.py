@@ -5,7 +5,8 @@ python evaluate.py ckpt=path/to/last.pt data=mnist_pickle data.source.path=data/
 python evaluate.py ckpt=<run dir> out=confusion.png
 
 Loads the checkpoint with `weights_only=True` and the config its run trained with; prints accuracy, loss,
-per-class accuracy and the confusion matrix, and saves the matrix as a PNG (default: <run dir>/evaluation/).
+per-class accuracy and the confusion matrix; saves the matrix and a grid of the misclassified digits as PNG
+files (default: <run dir>/evaluation/confusion_matrix.png and confusion_matrix_misclassified.png).
 """
 
 import logging
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 
 import train
 from data.loader import DeviceBatches
-from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table
+from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
 from trainer.loop import predict
 
 log = logging.getLogger("evaluate")
@@ -42,10 +43,11 @@ def main(argv: list[str]) -> int:
     stats, predictions = predict(trained.model, batches, amp_dtype=train.PRECISIONS[cfg.trainer.precision])
     matrix = confusion_matrix(predictions.predicted, predictions.labels)
     out = Path(args.get("out") or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
+    grid = out.with_name(f"{out.stem}_misclassified.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    confusion_figure(matrix, f"{cfg.model._target_.split('.')[-1]}, {stats.images:,} test images").savefig(
-        out
-    )
+    title = f"{type(trained.model).__name__}, {stats.images:,} test images"
+    confusion_figure(matrix, title).savefig(out)
+    misclassified_figure(predictions).savefig(grid)
     print(f"{trained.checkpoint}: {type(trained.model).__name__} on {stats.images:,} test images")
     print(
         f"  accuracy {stats.accuracy:.2%} ({int(matrix.diag().sum()):,} of {stats.images:,})  loss {stats.loss:.4f}"
@@ -53,7 +55,7 @@ def main(argv: list[str]) -> int:
     print()
     print(confusion_table(matrix))
     print()
-    print(f"confusion matrix saved to {out}")
+    print(f"saved the confusion matrix to {out} and the misclassified digits to {grid}")
     return 0
 
 

@@ -57,7 +57,11 @@ def test_evaluate_reproduces_the_recorded_test_accuracy(run_dir: Path, tmp_path:
         assert f"loss {recorded['test_loss']:.4f}" in done.stdout
         rows = [line for line in done.stdout.splitlines() if line.startswith("| **")]
         assert len(rows) == 10 and sum(int(r.split("|")[k + 2]) for k, r in enumerate(rows)) == correct
-        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (
+            out.read_bytes()[:8]
+            == out.with_name(f"{out.stem}_misclassified.png").read_bytes()[:8]
+            == b"\x89PNG\r\n\x1a\n"
+        )
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path: Path) -> None:
