@@ -241,7 +241,7 @@ def test_optuna_search_prunes_a_hopeless_trial_and_continues_its_study(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
     search = [sys.executable, str(PROJECT_ROOT / "tune.py"), "hparams_search=lenet", f"tune.dir={tmp_path}",
-              "tune.pruner.startup_trials=2", *tiny(tiny_mnist)]  # fmt: skip
+              "tune.pruner.startup_trials=2", "tune.pruner.warmup_epochs=1", *tiny(tiny_mnist)]  # fmt: skip
     first = run([*search, "tune.trials=2"])
     assert first.returncode == 0, first.stdout + first.stderr
     study = optuna.load_study(study_name="lenet", storage=storage_url(tmp_path))
