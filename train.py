@@ -168,10 +168,6 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     check_config(cfg)
     device = choose_device(cfg.trainer.device, job)
     threads = configure_threads(cfg.trainer.threads)
-    if cfg.trainer.precision not in PRECISIONS:
-        raise ValueError(
-            f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.trainer.precision!r}"
-        )
     amp_dtype = PRECISIONS[cfg.trainer.precision]
 
     mnist = instantiate(cfg.data.source)

@@ -165,10 +165,10 @@ def predict(
     for images, labels in batches:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)  # (B, 10)
-        tally.add(F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
         wrong = logits.argmax(dim=1) != labels
         wrong_images.append(images[wrong])
-        wrong_index.append(wrong.nonzero().squeeze(1) + sum(len(t) for t in targets))
+        wrong_index.append(wrong.nonzero().squeeze(1) + tally.seen)  # positions in the whole set
+        tally.add(F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
         probs.append(logits.float().softmax(dim=1))
         targets.append(labels)
     outputs = (
