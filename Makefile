@@ -28,7 +28,7 @@ tune: data  ## Optuna search with pruning: make tune MODEL=lenet (or lenet_res, 
 report: install  ## leaderboard and plots of a sweep: make report DIR=multirun/<date>/<time>
 	$(PY) report.py $(DIR)
 
-test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-k data" to pick
+test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: data  ## throughput side by side with the classic pipeline, then time to accuracy (~25 min on 2 cores)
@@ -43,8 +43,8 @@ format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-tensorboard: install  ## open TensorBoard on LOGDIR (default outputs; multirun for sweeps)
-	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+tensorboard: install  ## open TensorBoard on LOGDIR (default outputs; multirun for sweeps); every per-step point kept
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --samples_per_plugin scalars=0
 
 clean:  ## remove run outputs (not the data, not the venv)
 	rm -rf outputs multirun

@@ -9,56 +9,22 @@ per-class accuracy and the confusion matrix; saves the matrix and a grid of the 
 files (default: <run dir>/evaluation/confusion_matrix.png and confusion_matrix_misclassified.png).
 """
 
-import logging
 import sys
-from pathlib import Path
 
-from hydra.errors import HydraException
-from hydra.utils import instantiate
-
-import train
-from data.loader import DeviceBatches
-from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
-from trainer.loop import predict
-
-log = logging.getLogger("evaluate")
+from lab import cli
+from lab.artifacts import load_trained
+from lab.config import split_args
+from lab.evaluate import USAGE, evaluate_trained
 
 
 def main(argv: list[str]) -> int:
-    args, overrides = train.split_args(argv, ("ckpt", "out"))
+    args, overrides = split_args(argv, ("ckpt", "out"))
     if "ckpt" not in args:
-        print(
-            "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [config overrides]",
-            file=sys.stderr,
-        )
+        print(USAGE, file=sys.stderr)
         return 2
-    try:
-        trained = train.load_trained(args["ckpt"], overrides)
-        mnist = instantiate(trained.cfg.data.source)
-    except (ValueError, FileNotFoundError, KeyError, HydraException) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    cfg = trained.cfg
-    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device)
-    stats, predictions = predict(trained.model, batches, amp_dtype=train.PRECISIONS[cfg.trainer.precision])
-    matrix = confusion_matrix(predictions.predicted, predictions.labels)
-    out = Path(args.get("out") or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
-    grid = out.with_name(f"{out.stem}_misclassified.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{type(trained.model).__name__}, {stats.images:,} test images"
-    confusion_figure(matrix, title).savefig(out)
-    misclassified_figure(predictions).savefig(grid)
-    print(f"{trained.checkpoint}: {type(trained.model).__name__} on {stats.images:,} test images")
-    print(
-        f"  accuracy {stats.accuracy:.2%} ({int(matrix.diag().sum()):,} of {stats.images:,})  loss {stats.loss:.4f}"
-    )
-    print()
-    print(confusion_table(matrix))
-    print()
-    print(f"saved the confusion matrix to {out} and the misclassified digits to {grid}")
+    print(evaluate_trained(load_trained(args["ckpt"], overrides), args.get("out")))
     return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.exit(main(sys.argv[1:]))
+    cli.run(main)

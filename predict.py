@@ -3,139 +3,26 @@
 python predict.py ckpt=<run dir or checkpoint> images=[digit.png,photo.jpg]   # or images=<folder> / one file
 python predict.py ckpt=<...> images=drawings/ --json                           # machine-readable output
 
-Each image is prepared the way MNIST's digits were made: greyscale; inverted when the background is light
-(MNIST is white ink on black); cropped to the ink; scaled to fit 20x20 keeping its aspect ratio; placed in
-28x28 with its centre of mass at the centre; normalised. A file that cannot be used (unreadable, not an
-image, no ink) gets its own error line, and the others are still predicted (exit status 1 if any failed).
+Each image is prepared the way MNIST's digits were made (data/images.py). A file that cannot be used
+(unreadable, not an image, no ink) gets its own error line, and the others are still predicted (exit status
+1 if any failed).
 """
 
-import json
 import sys
-from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch import Tensor
-
-import train
-from data.loader import MNIST_MEAN, MNIST_STD
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
-BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
-SIDE = 28
-
-
-class ImageError(ValueError):
-    """This file cannot be made into a digit (unreadable, not an image, nothing drawn)."""
-
-
-def load_greyscale(path: Path) -> np.ndarray:
-    """The image as float greyscale in [0, 1] (transparent parts count as white paper)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "P"):
-                image = image.convert("RGBA")
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image)
-            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except UnidentifiedImageError:
-        raise ImageError("not an image PIL can read") from None
-    except OSError as error:
-        raise ImageError(f"cannot be read: {error}") from None
-    if grey.size == 0:
-        raise ImageError("the image is empty (0 pixels)")
-    return grey
-
-
-def mnist_like(grey: np.ndarray) -> np.ndarray:
-    """A (28, 28) float image in [0, 1], white ink on black, prepared as MNIST's digits were."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    paper = float(np.median(border))
-    ink = grey - paper if paper < 0.5 else paper - grey  # light paper: dark ink, so invert
-    ink = np.clip(ink, 0.0, None)
-    if ink.max() < 0.1:
-        raise ImageError("no digit found: the image is blank (no ink differs from the background)")
-    ink /= ink.max()
-    rows, cols = np.nonzero(ink > 0.1)
-    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # crop to the ink
-    height, width = ink.shape
-    scale = BOX / max(height, width)
-    size = (max(round(width * scale), 1), max(round(height * scale), 1))
-    patch = np.asarray(
-        Image.fromarray(ink, mode="F").resize(size, Image.Resampling.LANCZOS), dtype=np.float32
-    )
-    patch = np.clip(patch, 0.0, 1.0)
-    # Centre of mass to the image centre, as MNIST was made (a patch within the 28x28 frame).
-    total = patch.sum()
-    com_y = (patch.sum(axis=1) * np.arange(patch.shape[0])).sum() / total
-    com_x = (patch.sum(axis=0) * np.arange(patch.shape[1])).sum() / total
-    top = int(np.clip(round(SIDE / 2 - 0.5 - com_y), 0, SIDE - patch.shape[0]))
-    left = int(np.clip(round(SIDE / 2 - 0.5 - com_x), 0, SIDE - patch.shape[1]))
-    digit = np.zeros((SIDE, SIDE), dtype=np.float32)
-    digit[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
-    return digit
-
-
-def to_input(digit: np.ndarray) -> Tensor:
-    """(28, 28) ink in [0, 1] -> the models' input (1, 1, 28, 28), normalised like training."""
-    return ((torch.from_numpy(digit) - MNIST_MEAN) / MNIST_STD).reshape(1, 1, SIDE, SIDE)
-
-
-def image_paths(spec: str) -> list[Path]:
-    """`images=`: a folder (its image files, sorted), one file, or a list `[a.png,b.png]`."""
-    paths = [Path(p.strip().strip("'\"")) for p in spec.strip("[]").split(",") if p.strip()]
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
+from lab import cli
+from lab.artifacts import load_trained
+from lab.config import split_args
+from lab.predict import USAGE, predict_files, show
 
 
 def main(argv: list[str]) -> int:
-    as_json = "--json" in argv
-    args, overrides = train.split_args([a for a in argv if a != "--json"], ("ckpt", "images"))
+    args, overrides = split_args([a for a in argv if a != "--json"], ("ckpt", "images"))
     if "ckpt" not in args or "images" not in args:
-        print("usage: python predict.py ckpt=<run dir or checkpoint> images=<file, folder or [a.png,b.png]> [--json]",
-              file=sys.stderr)  # fmt: skip
+        print(USAGE, file=sys.stderr)
         return 2
-    try:
-        trained = train.load_trained(args["ckpt"], overrides)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    paths = image_paths(args["images"])
-    if not paths:
-        print(f"error: images={args['images']}: no image files there", file=sys.stderr)
-        return 2
-    results = []
-    for path in paths:
-        try:
-            x = to_input(mnist_like(load_greyscale(path))).to(trained.device)
-        except ImageError as error:
-            results.append({"image": str(path), "error": str(error)})
-            continue
-        with torch.inference_mode():
-            probs = trained.model(x).float().softmax(dim=1)[0]
-        top = probs.topk(3)
-        results.append({"image": str(path), "top3": [
-            {"digit": int(k), "probability": round(float(p), 4)} for p, k in zip(top.values, top.indices, strict=True)
-        ]})  # fmt: skip
-    for result in results:
-        if as_json:
-            continue
-        if "error" in result:
-            print(f"error: {result['image']}: {result['error']}", file=sys.stderr)
-        else:
-            guesses = "  ".join(f"{t['digit']} ({t['probability']:.1%})" for t in result["top3"])
-            print(f"{result['image']}: {guesses}")
-    if as_json:
-        print(json.dumps(results, indent=2))
-    return 1 if any("error" in r for r in results) else 0
+    return show(predict_files(load_trained(args["ckpt"], overrides), args["images"]), "--json" in argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    cli.run(main)

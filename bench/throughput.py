@@ -2,7 +2,7 @@
 
   (a) classic   torchvision's MNIST with ToTensor + Normalize through a DataLoader (num_workers=0), the
                 loop of pytorch/examples' mnist/main.py: what a user writes first;
-  (b) mnist-lab train.py's own path (`train.build` + `train_one_epoch`) with the default settings;
+  (b) mnist-lab train.py's own path (`lab.build.build` + `train_one_epoch`) with the default settings;
   (c) floor     the same model, optimizer and loop as (b) fed one fixed pre-made batch: no data work.
 
     python -m bench.throughput [--rounds 5] [--models lenet lenet_res resmlp] [--batch-sizes 64 256]
@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-import train
-from bench import PROJECT_ROOT, RESULTS, compose_config, machine, spread, write_json
+from bench import RESULTS, machine, spread, write_result
+from lab.build import build
+from lab.config import PROJECT_ROOT, compose
 from models import LeNet, LeNetRes, ResBlockMLP
-from trainer import train_one_epoch
+from trainer import choose_device, train_one_epoch
 
 MODELS = {"lenet": LeNet, "lenet_res": LeNetRes, "resmlp": ResBlockMLP}  # the configs' defaults
 PIPELINES = ("classic", "mnist-lab", "floor")
@@ -40,7 +41,7 @@ def classic_epoch(model_name: str, batch_size: int, device: torch.device, images
         dataset = Subset(dataset, range(images))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
     model = MODELS[model_name]().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=compose_config().optimizer.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=compose().optimizer.lr)
     model.train()
     start = time.perf_counter()
     for data, target in loader:
@@ -59,14 +60,12 @@ def mnist_lab_epoch(model_name: str, batch_size: int, device: str, images: int |
     overrides = [f"model={model_name}", f"trainer.batch_size={batch_size}", f"trainer.device={device}"]
     if images is not None:
         overrides.append(f"data.train_subset={images}")
-    setup = train.build(compose_config(*overrides))
-    batches = setup.train_batches
+    state = build(compose(*overrides)).state
+    batches = state.train_batches
     if floor:
         fixed = next(iter(batches))
-        batches = itertools.repeat(fixed, len(setup.train_batches))
-    stats = train_one_epoch(
-        setup.model, batches, setup.optimizer, setup.scheduler, amp_dtype=setup.amp_dtype, scaler=setup.scaler
-    )
+        batches = itertools.repeat(fixed, len(state.train_batches))
+    stats = train_one_epoch(state.model, batches, state.optimizer, state.scheduler, precision=state.precision)
     return stats.images_per_second
 
 
@@ -74,7 +73,7 @@ def run(
     rounds: int, models: list[str], batch_sizes: list[int], device: str, images: int | None, seed: int
 ) -> dict[str, Any]:
     """Measure every (model, batch size, pipeline) once per round, in a shuffled order; return the JSON content."""
-    torch_device = train.choose_device(device)
+    torch_device = choose_device(device)
     contenders = list(itertools.product(models, batch_sizes, PIPELINES))
     measured: dict[tuple[str, int, str], list[float]] = {c: [] for c in contenders}
     order = random.Random(seed)
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         args.rounds, args.images = 2, 512
     content = run(args.rounds, args.models, args.batch_sizes, args.device, args.images, args.seed)
     content["table"] = table(content)
-    path = write_json("throughput", content, out_dir=Path(args.out_dir))
+    path = write_result("throughput", content, out_dir=Path(args.out_dir))
     print(f"\n{content['table']}\n\nmedians of {args.rounds} rounds; written to {path}")
 
 

@@ -1,6 +1,6 @@
 """Time to accuracy: wall seconds and epochs until the official test accuracy first reaches a target.
 
-For each model and seeds 0, 1, 2, trains with the default configs (train.py's `build` and
+For each model and seeds 0, 1, 2, trains with the default configs (lab.build's `build` and
 `train_one_epoch`), evaluates the official test set after every epoch, and records when it first
 reaches the target (99.0% for LeNet-5 and LeNetRes, 98.3% for the ResBlock MLP) and the accuracy after
 the default epoch count. Seconds are training time only: the extra test evaluations are not counted.
@@ -19,8 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-import train  # noqa: E402
-from bench import RESULTS, compose_config, machine, write_json  # noqa: E402
+from bench import RESULTS, machine, write_result  # noqa: E402
+from lab.build import build  # noqa: E402
+from lab.config import compose  # noqa: E402
 from trainer import evaluate, train_one_epoch  # noqa: E402
 
 TARGETS = {"lenet": 0.990, "lenet_res": 0.990, "resmlp": 0.983}
@@ -28,16 +29,16 @@ TARGETS = {"lenet": 0.990, "lenet_res": 0.990, "resmlp": 0.983}
 
 def run_one(model: str, seed: int, overrides: list[str]) -> dict[str, Any]:
     """Train one model with one seed; return its test-accuracy curve and when it reached its target."""
-    cfg = compose_config(f"model={model}", f"seed={seed}", *overrides)
-    setup = train.build(cfg)
+    cfg = compose(f"model={model}", f"seed={seed}", *overrides)
+    setup = build(cfg)
+    state = setup.state
     seconds, curve = 0.0, []
     for epoch in range(1, cfg.trainer.epochs + 1):
         stats = train_one_epoch(
-            setup.model, setup.train_batches, setup.optimizer, setup.scheduler,
-            amp_dtype=setup.amp_dtype, scaler=setup.scaler,
-        )  # fmt: skip
+            state.model, state.train_batches, state.optimizer, state.scheduler, precision=state.precision
+        )
         seconds += stats.seconds
-        test = evaluate(setup.model, setup.test_batches, amp_dtype=setup.amp_dtype)
+        test = evaluate(state.model, setup.test_batches, amp_dtype=state.precision.dtype)
         curve.append(
             {
                 "epoch": epoch,
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides += ["trainer.epochs=1", "data.train_subset=512"]
         args.seeds = args.seeds[:1]
     runs = [run_one(model, seed, overrides) for model in args.models for seed in args.seeds]
-    path = write_json(
+    path = write_result(
         "time_to_accuracy", {"machine": machine(), "overrides": overrides, "runs": runs}, Path(args.out_dir)
     )
     plot(runs, path.with_suffix(".png"))

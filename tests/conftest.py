@@ -1,18 +1,32 @@
-"""Shared fixtures: tiny synthetic MNIST-shaped files in torchvision's IDX layout, and config composition."""
+"""Shared fixtures: tiny synthetic MNIST-shaped files in torchvision's IDX layout, the real MNIST root, the
+config shrunk to them, and the real-MNIST runs several tests read (made once per session)."""
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+import torch
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import train  # noqa: F401  (registers the ${project_root:} resolver the configs use)
+from lab.config import PROJECT_ROOT, compose
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "configs"
 MNIST_RAW = PROJECT_ROOT / "data" / "MNIST" / "raw"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` run where a GPU is; elsewhere (CI) they are skipped, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -45,24 +59,15 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """The real config of configs/config.yaml with `overrides`, as `python train.py <overrides>` sees it."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+def tiny_overrides(tiny_mnist: Path) -> list[str]:
+    """Overrides that train on the tiny synthetic set in a second or two: small batches, 2 epochs, CPU."""
+    return [f"data.source.root={tiny_mnist}", "data.source.verify_md5=false", "data.validation_size=100",
+            "trainer.epochs=2", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.device=cpu"]  # fmt: skip
 
 
 def tiny_config(tiny_mnist: Path, *overrides: str) -> DictConfig:
-    """The default config shrunk to the tiny synthetic set: small batches, a few epochs, on the CPU."""
-    return compose_config(
-        f"data.source.root={tiny_mnist}",
-        "data.source.verify_md5=false",
-        "data.validation_size=100",
-        "trainer.epochs=2",
-        "trainer.batch_size=32",
-        "trainer.eval_batch_size=64",
-        "trainer.device=cpu",
-        *overrides,
-    )
+    """The default config shrunk to the tiny synthetic set."""
+    return compose(*tiny_overrides(tiny_mnist), *overrides)
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +76,66 @@ def mnist_root() -> Path:
     if not (MNIST_RAW / "train-images-idx3-ubyte").is_file():
         pytest.fail(f"real MNIST not found in {MNIST_RAW}: run `make data` (make test does it first)")
     return MNIST_RAW.parent.parent
+
+
+def run_script(script: str, *args: str, timeout: int = 600, **kwargs: object) -> subprocess.CompletedProcess:
+    """`python <script> <args>` as a user runs it, output captured."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)  # fmt: skip
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of `tag` in the run's event file, read with TensorBoard's own reader."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="session")
+def trained_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_root: Path
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """LeNet-5 trained for 2 epochs on the real training set by `python train.py data=mnist_pickle` from
+    another working directory: the run directory, and the finished process (its output)."""
+    run = tmp_path_factory.mktemp("trained")
+    done = run_script("train.py", "trainer.epochs=2", "data=mnist_pickle", f"hydra.run.dir={run}", cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run, done
+
+
+@pytest.fixture(scope="session")
+def joblib_sweeps(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> list[Path]:
+    """Two parallel sweeps started at the same moment on real MNIST (2,000 training images, 2 epochs):
+    2 models x 2 seeds, and 1 model x 2 seeds. Returns their sweep directories, the larger first."""
+    root = tmp_path_factory.mktemp("sweeps")
+    real = [f"data.source.root={mnist_root}", "data.train_subset=2000", "data.validation_size=1000",
+            "trainer.epochs=2", "trainer.device=cpu"]  # fmt: skip
+    # The sweep directory keeps the project's pattern (microseconds and pid), under a temporary root.
+    pattern = f"hydra.sweep.dir={root}/" + "${now:%H-%M-%S-%f}-${pid:}"
+    started = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "train.py"),
+                "-m",
+                "hydra/launcher=joblib",
+                grid,
+                "seed=0,1",
+                *real,
+                pattern,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )  # fmt: skip
+        for grid in ("model=lenet,resmlp", "model=lenet_res")
+    ]
+    outputs = [process.communicate(timeout=600)[0] for process in started]
+    assert [p.returncode for p in started] == [0, 0], outputs
+    sweeps = sorted(root.iterdir(), key=lambda d: len(list(d.glob("[0-9]*"))), reverse=True)
+    assert len(sweeps) == 2, outputs  # never one shared directory
+    for sweep, output in zip(sweeps, outputs, strict=False):
+        (sweep / "sweep-output.txt").write_text(output)
+    return sweeps

@@ -1,30 +1,47 @@
-"""Checkpoints: dicts of tensors and plain values, written atomically, read with `weights_only=True`."""
+"""The one atomic file writer (checkpoints, metrics.json, status.json, best.json all go through it), and
+checkpoints: dicts of tensors and plain values, read back with `weights_only=True`."""
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
+LAST, BEST = "last.pt", "best.pt"
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` atomically: a temporary file in the same folder, flushed, then renamed."""
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str = "file") -> None:
+    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it to `path`.
+
+    A reader never sees half a file, and a failed write (a full disk) leaves the previous `path` as it was;
+    an OSError is raised again naming `what` and the path.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint at `path` stays as it was
+        Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise OSError(
-                error.errno, f"could not write checkpoint {path}: {error.strerror or error}"
-            ) from error
+            raise OSError(error.errno, f"could not write {what} {path}: {error.strerror or error}") from error
         raise
+
+
+def write_json(content: Any, path: Path) -> None:
+    """`content` as indented JSON, written atomically."""
+    atomic_write(path, lambda file: file.write((json.dumps(content, indent=2) + "\n").encode()), "file")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` atomically."""
+    atomic_write(path, lambda file: torch.save(state, file), "checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -32,16 +49,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def rng_states() -> dict[str, Any]:
-    """torch's CPU and CUDA random states, as tensors (the loader keeps its own generator's state)."""
-    states = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+class Checkpoints:
+    """`last.pt` (every epoch, and where a run stops) and `best.pt` (the best validation epoch) in `folder`."""
 
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.last, self.best = folder / LAST, folder / BEST
 
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Put back what `rng_states` saved."""
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    def save(self, state: dict[str, Any], best: bool = False) -> None:
+        """Write `state` as last.pt, and as best.pt too when `best`."""
+        save_checkpoint(state, self.last)
+        if best:
+            save_checkpoint(state, self.best)
+
+    def best_model(self) -> dict[str, Any]:
+        """The model weights of best.pt."""
+        return load_checkpoint(self.best)["model"]

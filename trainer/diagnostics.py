@@ -1,10 +1,6 @@
 """What a model gets wrong: predictions over a set, the confusion matrix, per-class accuracy, and the
 figures TensorBoard shows (confusion matrices, a grid of misclassified digits). Plain tensors in, no config."""
 
-import logging
-import warnings
-from dataclasses import dataclass
-
 import matplotlib
 
 matplotlib.use("Agg")  # figures are rendered to images, never shown
@@ -12,30 +8,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from data.loader import MNIST_MEAN, MNIST_STD  # noqa: E402
+from trainer.evaluation import Predictions  # noqa: E402
 
-log = logging.getLogger(__name__)
 NUM_CLASSES = 10
-
-
-@dataclass
-class Predictions:
-    """A model's outputs over a whole set, on the CPU: probabilities, true labels, the misclassified images."""
-
-    probs: Tensor  # (N, 10) softmax probabilities
-    labels: Tensor  # (N,) int64
-    wrong_images: Tensor  # (W, 1, 28, 28) the normalised inputs the model got wrong, in set order
-    wrong_index: Tensor  # (W,) their positions in the set
-
-    @property
-    def predicted(self) -> Tensor:
-        return self.probs.argmax(dim=1)
-
-    @property
-    def confidence(self) -> Tensor:
-        return self.probs.max(dim=1).values
 
 
 def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
@@ -100,36 +77,6 @@ def misclassified_figure(predictions: Predictions, limit: int = 64) -> Figure:
     )
     fig.tight_layout()
     return fig
-
-
-def log_diagnosis(
-    writer: SummaryWriter, split: str, predictions: Predictions, step: int, full: bool = False
-) -> None:
-    """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the per-class
-    precision-recall curves and the grid of misclassified digits (for the test set, once)."""
-    matrix = confusion_matrix(predictions.predicted, predictions.labels)
-    writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), step)
-    for k, accuracy in enumerate(per_class_accuracy(matrix).tolist()):
-        writer.add_scalar(f"{split}_class_acc/{k}", accuracy, step)
-    if full:
-        writer.add_text(f"{split}/confusion_matrix_counts", confusion_table(matrix), step)
-        for k in range(NUM_CLASSES):
-            writer.add_pr_curve(
-                f"{split}_pr_curve/{k}", predictions.labels == k, predictions.probs[:, k], step
-            )
-        writer.add_figure(f"{split}/misclassified", misclassified_figure(predictions), step)
-
-
-def log_model(writer: SummaryWriter, model: nn.Module, example: Tensor, texts: dict[str, str]) -> None:
-    """`texts` (Markdown: config, model summary, provenance) and the model's graph, traced on `example`."""
-    for tag, text in texts.items():
-        writer.add_text(tag, text, 0)
-    try:
-        with warnings.catch_warnings():  # the tracer's deprecation and shape notes are not the user's concern
-            warnings.simplefilter("ignore")
-            writer.add_graph(getattr(model, "_orig_mod", model), example)  # a compiled model: the original
-    except Exception as error:  # a graph that cannot be traced must not stop training
-        log.warning(f"model graph not logged to TensorBoard: {type(error).__name__}: {error}")
 
 
 def model_summary(model: nn.Module, example: Tensor) -> str:

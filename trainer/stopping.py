@@ -1,4 +1,5 @@
-"""Stopping cleanly: SIGINT/SIGTERM finish the current step, then the run saves `last.pt` and exits."""
+"""Why a run stops early: SIGINT/SIGTERM or `max_steps` (after the current step, with last.pt saved), or a
+loss that is no longer finite (before its update is applied)."""
 
 import logging
 import signal
@@ -21,18 +22,21 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the step that produced it was not applied."""
 
 
-class StopOnSignal:
-    """Within `with`, SIGINT and SIGTERM set `signum` instead of killing the run; a second one stops at once."""
+class StopRequests:
+    """Within `with`, SIGINT and SIGTERM are noted instead of killing the run (a second one stops at once),
+    and `reached(step)` says whether to stop after global step `step`: a signal came, or `max_steps`."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, max_steps: int | None = None) -> None:
+        self.max_steps = max_steps
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            log.info("training: Ctrl-C or SIGTERM stops after the current step and saves last.pt")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -45,4 +49,19 @@ class StopOnSignal:
         self.signum = signum
         log.warning(
             f"{signal.Signals(signum).name} received: stopping after this step (send it again to stop now)"
+        )
+
+    def reached(self, step: int) -> bool:
+        """True when the run should stop after global step `step`."""
+        return self.signum is not None or (self.max_steps is not None and step >= self.max_steps)
+
+    def stopped(self, epoch: int, step: int, checkpoint: Path) -> TrainingStopped:
+        """The TrainingStopped to raise, `checkpoint` already written."""
+        if self.signum is not None:
+            name = signal.Signals(self.signum).name
+            return TrainingStopped(
+                f"stopped by {name} in epoch {epoch} after step {step}", checkpoint, 128 + self.signum
+            )
+        return TrainingStopped(
+            f"stopped at trainer.max_steps={self.max_steps}, in epoch {epoch}", checkpoint, 0
         )

@@ -1,0 +1,85 @@
+"""Ordinary image files made into the models' input the way MNIST's digits were made: greyscale; inverted
+when the background is light (MNIST is white ink on black); cropped to the ink; scaled to fit 20x20 keeping
+its aspect ratio; placed in 28x28 with its centre of mass at the centre; normalised."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from data.loader import MNIST_MEAN, MNIST_STD
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
+BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
+SIDE = 28
+
+
+class ImageError(ValueError):
+    """This file cannot be made into a digit (unreadable, not an image, nothing drawn)."""
+
+
+def load_greyscale(path: Path) -> np.ndarray:
+    """The image as float greyscale in [0, 1] (transparent parts count as white paper)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                paper = Image.new("RGBA", image.size, "white")
+                image = Image.alpha_composite(paper, image)
+            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except UnidentifiedImageError:
+        raise ImageError("not an image PIL can read") from None
+    except OSError as error:
+        raise ImageError(f"cannot be read: {error}") from None
+    if grey.size == 0:
+        raise ImageError("the image is empty (0 pixels)")
+    return grey
+
+
+def mnist_like(grey: np.ndarray) -> np.ndarray:
+    """A (28, 28) float image in [0, 1], white ink on black, prepared as MNIST's digits were."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    paper = float(np.median(border))
+    ink = grey - paper if paper < 0.5 else paper - grey  # light paper: dark ink, so invert
+    ink = np.clip(ink, 0.0, None)
+    if ink.max() < 0.1:
+        raise ImageError("no digit found: the image is blank (no ink differs from the background)")
+    ink /= ink.max()
+    rows, cols = np.nonzero(ink > 0.1)
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # crop to the ink
+    height, width = ink.shape
+    scale = BOX / max(height, width)
+    size = (max(round(width * scale), 1), max(round(height * scale), 1))
+    patch = np.asarray(
+        Image.fromarray(ink, mode="F").resize(size, Image.Resampling.LANCZOS), dtype=np.float32
+    )
+    patch = np.clip(patch, 0.0, 1.0)
+    # Centre of mass to the image centre, as MNIST was made (a patch within the 28x28 frame).
+    total = patch.sum()
+    com_y = (patch.sum(axis=1) * np.arange(patch.shape[0])).sum() / total
+    com_x = (patch.sum(axis=0) * np.arange(patch.shape[1])).sum() / total
+    top = int(np.clip(round(SIDE / 2 - 0.5 - com_y), 0, SIDE - patch.shape[0]))
+    left = int(np.clip(round(SIDE / 2 - 0.5 - com_x), 0, SIDE - patch.shape[1]))
+    digit = np.zeros((SIDE, SIDE), dtype=np.float32)
+    digit[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return digit
+
+
+def to_input(digit: np.ndarray) -> Tensor:
+    """(28, 28) ink in [0, 1] -> the models' input (1, 1, 28, 28), normalised like training."""
+    return ((torch.from_numpy(digit) - MNIST_MEAN) / MNIST_STD).reshape(1, 1, SIDE, SIDE)
+
+
+def image_paths(spec: str) -> list[Path]:
+    """`images=`: a folder (its image files, sorted), one file, or a list `[a.png,b.png]`."""
+    paths = [Path(p.strip().strip("'\"")) for p in spec.strip("[]").split(",") if p.strip()]
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)
+    return found

@@ -1,0 +1,91 @@
+"""Where runs and checkpoints live: find a run's checkpoint, load a trained model on its run's config, and
+find and check the checkpoint a run resumes from."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lab.build import build_model
+from lab.config import compose, override_key, to_plain
+from trainer.checkpoint import BEST, LAST, load_checkpoint
+from trainer.device import choose_device
+
+CHECKPOINTS = "checkpoints"  # <run dir>/checkpoints/{last,best}.pt
+
+
+def checkpoint_path(spec: str, which: str, key: str) -> Path:
+    """The checkpoint `spec` names: a .pt file, or a run directory (its checkpoints/`which`); `key` is the
+    argument that gave it, for the message when there is none."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / CHECKPOINTS / which
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}={spec}: no checkpoint at {path}")
+    return path
+
+
+@dataclass
+class Trained:
+    """A trained model loaded back from a checkpoint, with the config of its run."""
+
+    model: nn.Module
+    cfg: DictConfig
+    checkpoint: Path
+    device: torch.device
+
+
+def load_trained(ckpt: str, overrides: list[str]) -> Trained:
+    """The model of checkpoint `ckpt` (a .pt file, or a run directory: its best.pt) on its run's config, read
+    with `weights_only=True`. `overrides` replace whole config groups they name (e.g. data=mnist_pickle
+    data.source.path=x.pkl replaces `data`), composed from configs/ as train.py would."""
+    path = checkpoint_path(ckpt, BEST, "ckpt")
+    checkpoint = load_checkpoint(path)
+    cfg = OmegaConf.create(checkpoint["config"])
+    if overrides:
+        composed = compose(*overrides)
+        for group in {override_key(o).split(".", 1)[0] for o in overrides}:
+            cfg[group] = composed[group]
+    device = choose_device(cfg.trainer.device)
+    model, _ = build_model(cfg, device)  # in the memory format it was tested in: the same numbers
+    model.load_state_dict(checkpoint["model"])
+    return Trained(model.eval(), cfg, path, device)
+
+
+# What a checkpoint must share with the config that resumes it: the same network, data order and schedule.
+RESUME_MUST_MATCH = (
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "seed",
+    "trainer.batch_size",
+    "trainer.epochs",
+)
+
+
+def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint `resume` names: None, `auto` (run_dir's last.pt, if any), a .pt file or a run directory."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = run_dir / CHECKPOINTS / LAST
+        return path if path.is_file() else None
+    return checkpoint_path(resume, LAST, "resume")
+
+
+def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Load the checkpoint at `path` (weights only) and refuse it if it was made under a different config."""
+    checkpoint = load_checkpoint(path)
+    saved, current = OmegaConf.create(checkpoint["config"]), OmegaConf.create(to_plain(cfg))
+    differences = [
+        f"{key}: checkpoint {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(current, key)!r}"
+        for key in RESUME_MUST_MATCH
+        if OmegaConf.select(saved, key) != OmegaConf.select(current, key)
+    ]
+    if differences:
+        raise ValueError(f"resume={path} does not match this config: " + "; ".join(differences))
+    return checkpoint

@@ -1,0 +1,87 @@
+"""cfg -> device, data batches, model, optimizer, scheduler: the only `instantiate` calls of the project.
+
+Below this module everything takes plain typed arguments."""
+
+from dataclasses import dataclass
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from data.loader import DeviceBatches, split_validation
+from data.sources import MNISTData
+from lab.config import PRECISIONS, check_config, to_plain
+from trainer.device import choose_device
+from trainer.speed import configure_threads, prefers_channels_last, warm_up
+from trainer.state import Precision, TrainState
+
+
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the config: what `fit` and the benchmarks take."""
+
+    device: torch.device
+    state: TrainState  # model, optimizer, scheduler, training batches, precision, config
+    val_batches: DeviceBatches
+    test_batches: DeviceBatches
+    threads: int
+    channels_last: bool
+    compile_seconds: float | None
+
+
+def read_data(cfg: DictConfig) -> MNISTData:
+    """The data source `cfg.data.source` names, read and checked."""
+    return instantiate(cfg.data.source)
+
+
+def build_batches(
+    cfg: DictConfig, device: torch.device
+) -> tuple[DeviceBatches, DeviceBatches, DeviceBatches]:
+    """Training (shuffled, shifted, seeded), validation and test batches on `device`."""
+    mnist = read_data(cfg)
+    (train_images, train_labels), (val_images, val_labels) = split_validation(
+        mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
+    )
+    subset = cfg.data.train_subset  # None: all
+    train = DeviceBatches(
+        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
+        shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
+    )  # fmt: skip
+    val = DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
+    test = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
+    return train, val, test
+
+
+def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]:
+    """The model `cfg.model` names on `device`, in channels_last where `trainer.channels_last` says so."""
+    model = instantiate(cfg.model).to(device)
+    channels_last = prefers_channels_last(model, cfg.trainer.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def build(cfg: DictConfig, job: int | None = None) -> Setup:
+    """Check `cfg` and build data, model, optimizer, schedule and speed settings from it.
+
+    `job`: the job's number in a sweep (parallel jobs spread over several GPUs by it)."""
+    check_config(cfg)
+    device = choose_device(cfg.trainer.device, job)
+    threads = configure_threads(cfg.trainer.threads)
+    train_batches, val_batches, test_batches = build_batches(cfg, device)
+    torch.manual_seed(cfg.seed)  # model initialisation and dropout
+    model, channels_last = build_model(cfg, device)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    steps_per_epoch = len(train_batches)
+    scheduler = instantiate(cfg.scheduler)(
+        optimizer, total_steps=cfg.trainer.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
+    )
+    scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
+    precision = Precision(PRECISIONS[cfg.trainer.precision], scaler)
+    compile_seconds = None
+    if cfg.trainer.compile:
+        model.compile()  # in place: the state dict keeps its keys
+        compile_seconds = warm_up(model, train_batches.batch_sizes(), val_batches.batch_sizes())
+    state = TrainState(model, optimizer, scheduler, train_batches, precision, config=to_plain(cfg))
+    return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

@@ -1,0 +1,87 @@
+"""The configs: where they live, the resolvers they use, compose() for scripts and tests, override parsing and
+the checks of every value a user may type.
+
+Importing this module registers the resolvers (`${project_root:}`, `${pid:}`, `${sweep_dir:...}`), so any
+code that composes or loads a config of this project imports it first.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from lab.status import sweep_dir
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+# Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True, use_cache=True)
+
+
+def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """configs/config.yaml with `overrides`, as `python train.py <overrides>` would see it."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: `+trainer.x=1` -> `trainer.x`, `~seed` -> `seed`."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def split_args(argv: list[str], own: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """A script's own `key=value` arguments, and the rest: config overrides (`data=mnist_pickle`)."""
+    mine = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a and override_key(a) in own}
+    return mine, [a for a in argv if override_key(a) not in own]
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python values: what a checkpoint stores."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision -> autocast
+
+# Values a user types, with what each must be: checked before anything is built.
+_POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
+_NON_NEGATIVE_INT = (lambda v: type(v) is int and v >= 0, "an integer >= 0")
+_OPTIONAL_POSITIVE_INT = (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0")
+CHECKED_KEYS = {
+    "seed": (lambda v: type(v) is int, "an integer"),
+    "trainer.epochs": _NON_NEGATIVE_INT,
+    "trainer.batch_size": _POSITIVE_INT,
+    "trainer.eval_batch_size": _POSITIVE_INT,
+    "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
+    "trainer.compile": (lambda v: type(v) is bool, "true or false"),
+    "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "trainer.threads": (
+        _OPTIONAL_POSITIVE_INT[0],
+        "null (OMP_NUM_THREADS or all available CPUs) or an integer > 0",
+    ),
+    "trainer.channels_last": (lambda v: v in (True, False, "auto"), "true, false or auto"),
+    "data.validation_size": (
+        lambda v: (type(v) is int and v > 0) or (type(v) is float and 0 < v < 1),
+        "an integer > 0 (images) or a fraction in (0, 1)",
+    ),
+    "data.max_shift": _NON_NEGATIVE_INT,
+    "data.train_subset": _OPTIONAL_POSITIVE_INT,
+    "trainer.max_steps": _OPTIONAL_POSITIVE_INT,
+    "trainer.histograms_every": _NON_NEGATIVE_INT,
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse values no run could use, naming the key and the value."""
+    for key, (valid, expected) in CHECKED_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        if not valid(value):
+            raise ValueError(f"{key} must be {expected}, got {value!r}")

@@ -1,0 +1,121 @@
+"""Hydra callbacks (configs/config.yaml): checks before Hydra makes directories, and what a sweep needs
+around its jobs: cores shared between parallel jobs, a resumed sweep checked, failures summed up."""
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lab.cli import fail
+from lab.status import identity, job_dirs, read_status
+from trainer.speed import available_cpus
+
+log = logging.getLogger("sweep")
+
+
+def unwritable_reason(directory: Path) -> str | None:
+    """Why `directory` could not be created and written, or None if it can."""
+    for parent in [directory, *directory.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable"
+            return None
+    return None
+
+
+class CheckOutputDir(Callback):
+    """Stop with one line naming the path, and exit status 2, when the run or sweep directory cannot be made."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(directory: str, key: str) -> None:
+        reason = unwritable_reason(Path(directory).absolute())
+        if reason:
+            fail(f"{key}={directory} cannot be created: {reason}", 2)
+
+
+def count_jobs(overrides: list[str]) -> int | None:
+    """How many jobs Hydra's basic sweeper makes of `overrides` (None if it cannot be told)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed)
+    except Exception:  # intervals, globs: whatever the sweeper makes of them
+        return None
+
+
+def jobs_at_once(launcher: DictConfig, jobs: int | None) -> int | None:
+    """How many jobs `launcher` runs at the same time on this machine; None for a cluster (or unknown)."""
+    target = str(launcher.get("_target_", ""))
+    cpus = available_cpus()
+    if target.endswith("JoblibLauncher"):
+        n_jobs = launcher.n_jobs or 1
+        capacity = n_jobs if n_jobs > 0 else max(cpus + 1 + n_jobs, 1)  # joblib: -1 = all CPUs
+    elif target.endswith("submitit_launcher.LocalLauncher"):
+        capacity = launcher.array_parallelism if "array_parallelism" in launcher else cpus
+    else:  # the basic launcher runs one job at a time in this process; SLURM grants each job its own CPUs
+        return None
+    return min(capacity, jobs) if jobs else capacity
+
+
+class Sweep(Callback):
+    """Around a multirun: parallel jobs share the cores; `resume_sweep` must match; failures are summed up.
+
+    Threads: each of K jobs running at once on C cores gets C // K threads (OMP_NUM_THREADS, which the jobs
+    inherit; a value the user set is kept). Two 2-thread torch processes on 2 cores run ~35x slower than one.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = list(config.hydra.overrides.task)
+        if config.get("resume_sweep"):
+            self._check_resume(sweep_dir, overrides, config.resume_sweep)
+        parallel = jobs_at_once(config.hydra.launcher, count_jobs(overrides))
+        if parallel and parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = max(available_cpus() // parallel, 1)
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            log.info(f"{parallel} jobs at a time on {available_cpus()} CPUs: {threads} threads each")
+
+    @staticmethod
+    def _check_resume(sweep_dir: Path, overrides: list[str], resume: Any) -> None:
+        saved = sweep_dir / "multirun.yaml"
+        if not saved.is_file():
+            fail(f"resume_sweep={resume}: no sweep to resume at {sweep_dir} (no multirun.yaml)", 2)
+        before = identity(list(OmegaConf.load(saved).hydra.overrides.task))
+        if before != identity(overrides):
+            fail(
+                f"resume_sweep={resume}: {sweep_dir} was swept with [{' '.join(before)}], "
+                f"this command asks for [{' '.join(identity(overrides))}]; "
+                "repeat the sweep's own overrides, or start a new sweep",
+                2,
+            )
+        log.info(f"resuming sweep {sweep_dir}: completed jobs are skipped, stopped ones continue")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        statuses = {job: read_status(job) or {"status": "no status.json"} for job in job_dirs(sweep_dir)}
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status["status"]] = counts.get(status["status"], 0) + 1
+        log.info(f"sweep {sweep_dir}: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+        failed = {job: s for job, s in statuses.items() if s["status"] not in ("completed", "pruned")}
+        for job, status in failed.items():
+            log.error(
+                f"  job {job.name} [{' '.join(identity(status.get('overrides', [])))}]: {status['status']}"
+                f"{': ' + status['error'] if status.get('error') else ''} (log: {job / 'train.log'})"
+            )
+        log.info(f"leaderboard: python report.py {sweep_dir}")
+        if failed:
+            sys.exit(1)

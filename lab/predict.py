@@ -1,0 +1,48 @@
+"""predict.py's work: the three likeliest digits of each image file, with a trained model."""
+
+import json
+import sys
+from typing import Any
+
+import torch
+
+from data.images import ImageError, image_paths, load_greyscale, mnist_like, to_input
+from lab.artifacts import Trained
+
+USAGE = (
+    "usage: python predict.py ckpt=<run dir or checkpoint> images=<file, folder or [a.png,b.png]> [--json]"
+)
+
+
+def predict_files(trained: Trained, spec: str) -> list[dict[str, Any]]:
+    """One result per image of `spec` (a file, a folder or `[a.png,b.png]`): its top 3, or its error."""
+    paths = image_paths(spec)
+    if not paths:
+        raise FileNotFoundError(f"images={spec}: no image files there")
+    results = []
+    for path in paths:
+        try:
+            x = to_input(mnist_like(load_greyscale(path))).to(trained.device)  # (1, 1, 28, 28)
+        except ImageError as error:
+            results.append({"image": str(path), "error": str(error)})
+            continue
+        with torch.inference_mode():
+            probs = trained.model(x).float().softmax(dim=1)[0]
+        top = probs.topk(3)
+        results.append({"image": str(path), "top3": [
+            {"digit": int(k), "probability": round(float(p), 4)} for p, k in zip(top.values, top.indices, strict=True)
+        ]})  # fmt: skip
+    return results
+
+
+def show(results: list[dict[str, Any]], as_json: bool) -> int:
+    """Print the results (JSON, or one line per image with errors on stderr); 1 if any file failed."""
+    if as_json:
+        print(json.dumps(results, indent=2))
+    for result in [] if as_json else results:
+        if "error" in result:
+            print(f"error: {result['image']}: {result['error']}", file=sys.stderr)
+        else:
+            guesses = "  ".join(f"{t['digit']} ({t['probability']:.1%})" for t in result["top3"])
+            print(f"{result['image']}: {guesses}")
+    return 1 if any("error" in r for r in results) else 0

@@ -1,0 +1,198 @@
+"""report.py's work: a leaderboard of every configuration in a sweep (or outputs) directory, seeds grouped.
+
+Reads each run's .hydra/overrides.yaml, status.json and metrics.json below the directory; a configuration
+is a set of overrides without the seed. Prints the leaderboard as a Markdown table and writes, beside the
+runs, leaderboard.md, leaderboard.csv, val_acc_per_epoch.png and test_acc_vs_params.png.
+"""
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from omegaconf import OmegaConf
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lab.config import override_key  # noqa: E402
+from lab.status import identity, read_status  # noqa: E402
+
+
+@dataclass
+class Run:
+    """One run directory: what it trained (its overrides) and how it ended."""
+
+    path: Path
+    overrides: list[str]
+    status: str
+    metrics: dict[str, Any] | None
+
+
+@dataclass
+class Row:
+    """One configuration of the leaderboard: its runs over seeds."""
+
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[dict[str, Any]]:
+        return [r.metrics for r in self.runs if r.status == "completed" and r.metrics]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status not in ("completed", "pruned") for r in self.runs)
+
+    def mean(self, key: str) -> float | None:
+        values = [m[key] for m in self.completed]
+        return statistics.fmean(values) if values else None
+
+    def std(self, key: str) -> float | None:
+        values = [m[key] for m in self.completed]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    def seconds_per_epoch(self) -> float | None:
+        values = [m["train_seconds"] / m["epochs"] for m in self.completed if m["epochs"]]
+        return statistics.fmean(values) if values else None
+
+
+def find_runs(directory: Path) -> list[Run]:
+    """Every run directory below `directory` (those Hydra wrote .hydra/overrides.yaml into)."""
+    runs = []
+    for saved in sorted(directory.rglob(".hydra/overrides.yaml")):
+        path = saved.parent.parent
+        status = read_status(path)
+        metrics_file = path / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        state = status["status"] if status else ("completed" if metrics else "unknown")
+        runs.append(Run(path, identity(list(OmegaConf.load(saved))), state, metrics))
+    return runs
+
+
+def _readable(override: str) -> str:
+    """`+experiment@_global_=best_lenet` -> `experiment=best_lenet`."""
+    return f"{override_key(override).split('@')[0]}={override.split('=', 1)[1]}"
+
+
+def group(runs: list[Run]) -> tuple[list[Row], list[str]]:
+    """Rows of runs that differ only in their seed, and the overrides every run shares (left out of names)."""
+    without_seed = [[o for o in r.overrides if override_key(o) != "seed"] for r in runs]
+    shared = set.intersection(*(set(o) for o in without_seed)) if runs else set()
+    rows: dict[str, Row] = {}
+    for run, overrides in zip(runs, without_seed, strict=True):
+        name = " ".join(_readable(o) for o in overrides if o not in shared) or "defaults"
+        rows.setdefault(name, Row(name)).runs.append(run)
+    ranked = sorted(rows.values(), key=lambda row: -(row.mean("test_acc") or -1.0))
+    return ranked, sorted(_readable(o) for o in shared)
+
+
+COLUMNS = ["configuration", "model", "parameters", "seeds", "test acc. mean", "test acc. std",
+           "best val. acc. mean", "s / epoch", "failed"]  # fmt: skip
+
+
+def table_rows(rows: list[Row]) -> list[list[str]]:
+    """The leaderboard's cells, formatted."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    cells = []
+    for row in rows:
+        done = row.completed
+        cells.append([
+            row.name,
+            done[0]["model"] if done else "-",
+            f"{done[0]['parameters']:,}" if done else "-",
+            str(len(done)),
+            pct(row.mean("test_acc")),
+            pct(row.std("test_acc")),
+            pct(row.mean("best_val_acc")),
+            "-" if row.seconds_per_epoch() is None else f"{row.seconds_per_epoch():.1f}",
+            str(row.failed),
+        ])  # fmt: skip
+    return cells
+
+
+def markdown(rows: list[Row], shared: list[str]) -> str:
+    """The leaderboard as a Markdown table, with the overrides all runs share above it."""
+    lines = [f"All runs: {' '.join(shared)}", ""] if shared else []
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    """Unformatted numbers, one row per configuration."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["configuration", "model", "parameters", "seeds", "test_acc_mean", "test_acc_std",
+                         "best_val_acc_mean", "seconds_per_epoch", "failed", "run_dirs"])  # fmt: skip
+        for row in rows:
+            done = row.completed
+            writer.writerow([
+                row.name, done[0]["model"] if done else "", done[0]["parameters"] if done else "", len(done),
+                row.mean("test_acc"), row.std("test_acc"), row.mean("best_val_acc"), row.seconds_per_epoch(),
+                row.failed, " ".join(str(r.path) for r in row.runs),
+            ])  # fmt: skip
+
+
+def plot_curves(rows: list[Row], path: Path) -> None:
+    """Validation accuracy per epoch, the mean over seeds, one line per configuration."""
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for row in rows:
+        histories = [m["history"] for m in row.completed if m.get("history")]
+        if not histories:
+            continue
+        epochs = min(len(h) for h in histories)
+        mean = [statistics.fmean(h[e]["val/acc"] for h in histories) * 100 for e in range(epochs)]
+        ax.plot(
+            range(1, epochs + 1), mean, marker="o", markersize=3, label=f"{row.name} (n={len(histories)})"
+        )
+    ax.set(
+        xlabel="epoch",
+        ylabel="validation accuracy (%)",
+        title="Validation accuracy per epoch (mean over seeds)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_size(rows: list[Row], path: Path) -> None:
+    """Test accuracy against parameter count, mean and standard deviation over seeds."""
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for row in rows:
+        done = row.completed
+        if not done:
+            continue
+        ax.errorbar(done[0]["parameters"], row.mean("test_acc") * 100, yerr=(row.std("test_acc") or 0) * 100,
+                    fmt="o", capsize=4, label=row.name)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters", ylabel="test accuracy (%)", title="Test accuracy against model size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report(directory: Path) -> str:
+    """Write the leaderboard files and plots into `directory`; return the Markdown table and what was written."""
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is not a directory")
+    runs = find_runs(directory)
+    if not runs:
+        raise FileNotFoundError(f"no runs below {directory} (no .hydra/overrides.yaml)")
+    rows, shared = group(runs)
+    text = markdown(rows, shared)
+    (directory / "leaderboard.md").write_text(text)
+    write_csv(rows, directory / "leaderboard.csv")
+    plot_curves(rows, directory / "val_acc_per_epoch.png")
+    plot_size(rows, directory / "test_acc_vs_params.png")
+    return f"{text}\nwrote {directory / 'leaderboard.md'}, leaderboard.csv, val_acc_per_epoch.png, test_acc_vs_params.png"

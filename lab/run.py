@@ -1,0 +1,263 @@
+"""One training run: build it from the config, resume it, fit, test, write metrics.json and status.json,
+and say how it ended. train.py's Hydra main is `main` here.
+
+Every run leaves status.json in its run directory (running, completed, failed, stopped or pruned). A single
+run exits with 2 for a bad value or file, 1 for any other failure, 130/143 when stopped by a signal. In a
+multirun a failure is recorded and the sweep goes on (lab.hydra_callbacks.Sweep sums it up); a signal stops
+the sweep.
+"""
+
+import logging
+import shutil
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lab.artifacts import CHECKPOINTS, load_resume, resume_checkpoint
+from lab.build import Setup, build
+from lab.cli import USER_ERRORS, user_message
+from lab.config import override_key
+from lab.provenance import provenance
+from lab.status import Pruned, identity, read_status, write_status
+from trainer.checkpoint import LAST, Checkpoints, write_json
+from trainer.diagnostics import model_summary
+from trainer.evaluation import EpochStats
+from trainer.loop import EpochEnd, final_evaluation, fit
+from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped
+from trainer.tensorboard import RunLog
+
+log = logging.getLogger("train")
+
+# Always in a run's HParams row (with any overridden key), so that a sweep's runs share one table.
+HPARAM_KEYS = (
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "trainer.batch_size",
+    "trainer.epochs",
+    "data.max_shift",
+    "seed",
+)
+HPARAM_GROUPS = ("model", "data", "optimizer", "scheduler")
+
+
+@dataclass
+class Job:
+    """Where a run stands in Hydra's terms, as plain values: its directory, overrides, sweep and choices."""
+
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    number: int | None = None  # the job's number in a sweep; None for a single run
+    choices: dict[str, Any] = field(default_factory=dict)  # config group -> option (model: lenet)
+
+    @property
+    def in_sweep(self) -> bool:
+        return self.number is not None
+
+
+def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, dict[str, Any] | None]:
+    """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
+    setup = build(cfg, job)
+    path = resume_checkpoint(cfg.resume, run_dir)
+    return setup, load_resume(path, cfg) if path else None
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything from `cfg`, train, test, and write `run_dir/metrics.json`; return the metrics."""
+    setup, resume = prepare(cfg, run_dir)
+    return train_built(setup, cfg, run_dir, resume)
+
+
+def train_built(
+    setup: Setup,
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: dict[str, Any] | None = None,
+    hparams: tuple[str, dict[str, Any]] | None = None,
+    on_epoch_end: Sequence[EpochEnd] = (),
+) -> dict[str, Any]:
+    """Train what `build(cfg)` made (from `resume`, a checkpoint, if given), test it, write metrics.json.
+
+    `hparams` (a name and values) become the run's row in TensorBoard's HParams view; `on_epoch_end` is fit's."""
+    state = setup.state
+    example = next(iter(setup.val_batches))[0][:1].clone()  # (1, 1, 28, 28)
+    layers = model_summary(state.model, example)
+    log.info(describe(setup, cfg) + f"\nmodel summary:\n{layers}")
+    if resume is not None:
+        state.load_state_dict(resume)
+        log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
+    origin = provenance(setup.device)
+    checkpoints = Checkpoints(run_dir / CHECKPOINTS)
+    with RunLog(run_dir, cfg.trainer.histograms_every) as run_log:
+        if resume is None:  # once per run, not again on resume
+            run_log.start(state.model, example, texts(cfg, layers, origin))
+        progress = fit(state, setup.val_batches, epochs=cfg.trainer.epochs, checkpoints=checkpoints,
+                       run_log=run_log, stop=StopRequests(cfg.trainer.max_steps), on_epoch_end=on_epoch_end)  # fmt: skip
+        test = final_evaluation(state, setup.test_batches, checkpoints, run_log, step=cfg.trainer.epochs)
+        if hparams is not None:
+            run_log.hparams(*hparams)
+    seconds = progress.train_seconds
+    metrics = {
+        "model": type(state.model).__name__,
+        "parameters": sum(p.numel() for p in state.model.parameters()),
+        "epochs": cfg.trainer.epochs,
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": max(progress.best_val_acc, 0.0),
+        "test_loss": test.loss,
+        "test_acc": test.accuracy,
+        "train_seconds": seconds,
+        "images_per_second": progress.train_images / seconds if seconds else 0.0,
+        "compile_seconds": setup.compile_seconds,
+        "device": str(setup.device),
+        "threads": setup.threads,
+        "seed": cfg.seed,
+        **origin,
+        "history": progress.history,
+    }
+    write_json(metrics, run_dir / "metrics.json")
+    return metrics
+
+
+def describe(setup: Setup, cfg: DictConfig) -> str:
+    """The run's first log line: model, device, threads, precision, data sizes, epochs."""
+    model, threads = setup.state.model, setup.threads
+    parameters = sum(p.numel() for p in model.parameters())
+    line = (
+        f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {threads} thread{'s' if threads > 1 else ''}"
+        f"{', channels_last' if setup.channels_last else ''}, {cfg.trainer.precision}: "
+        f"{setup.state.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
+        f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs} epochs of {len(setup.state.train_batches)} steps"
+    )
+    if setup.compile_seconds is not None:
+        line += f"\ntorch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)"
+    return line
+
+
+def texts(cfg: DictConfig, layers: str, origin: dict[str, Any]) -> dict[str, str]:
+    """The Markdown texts a run shows in TensorBoard: its config, model summary and provenance."""
+    return {
+        "config": "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```",
+        "model_summary": "```\n" + layers + "\n```",
+        "provenance": "\n".join(f"- **{key}**: `{value}`" for key, value in origin.items()),
+    }
+
+
+def summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The few lines a user reads at the end of a run."""
+    tensorboard = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
+    return "\n".join(
+        [
+            f"{metrics['model']} ({metrics['parameters']:,} parameters) on {metrics['device']}: "
+            f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
+            f"({metrics['images_per_second']:,.0f} images/s)",
+            f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
+            f"weights of epoch {metrics['best_epoch']})",
+            f"  best val. accuracy   {metrics['best_val_acc']:.2%}",
+            f"  run directory        {run_dir}",
+            f"  TensorBoard          {tensorboard} --logdir {run_dir}",
+        ]
+    )
+
+
+def run_hparams(cfg: DictConfig, job: Job) -> tuple[str, dict[str, Any]]:
+    """The run's row in TensorBoard's HParams view: named by the overrides that define it, with the config
+    groups chosen, HPARAM_KEYS and every overridden value."""
+    overrides = identity(job.overrides)
+    values: dict[str, Any] = {group: job.choices.get(group) for group in HPARAM_GROUPS}
+    for key in [*HPARAM_KEYS, *(override_key(o) for o in overrides)]:
+        values.setdefault(key, OmegaConf.select(cfg, key, default=None))
+    plain = {key: v if isinstance(v, bool | int | float | str) else str(v) for key, v in values.items()}
+    return " ".join(overrides) or "defaults", plain
+
+
+def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
+    """What this run does after each epoch besides logging: keep status.json current; in a trial of
+    `python tune.py`, report to the study (which may prune the run)."""
+
+    def record(epoch: int, val: EpochStats) -> None:
+        write_status(job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val.accuracy)
+
+    callables: list[EpochEnd] = [record]
+    tune = cfg.get("tune")
+    if tune is not None and tune.get("trial") is not None:
+        from lab.search import trial_reporter  # optuna loads only in a search's trials
+
+        callables.append(trial_reporter(tune))
+    return callables
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra's main: one run, or one job of a sweep; returns the best validation accuracy (None if the run
+    did not complete)."""
+    hydra = HydraConfig.get()
+    in_sweep = hydra.mode == RunMode.MULTIRUN
+    job = Job(Path(hydra.runtime.output_dir), list(hydra.overrides.task), hydra.job.num if in_sweep else None,
+              dict(hydra.runtime.choices))  # fmt: skip
+    return run_job(cfg, job)
+
+
+def run_job(cfg: DictConfig, job: Job) -> float | None:
+    """Run `job` with status.json kept up to date; a failure ends a single run (sys.exit) but only this job
+    of a sweep."""
+    if job.in_sweep and cfg.resume_sweep:
+        before = read_status(job.run_dir)
+        if before is not None and identity(before["overrides"]) != identity(job.overrides):
+            return failed(job, f"resume_sweep: {job.run_dir} holds a job with overrides "
+                               f"[{' '.join(identity(before['overrides']))}], not [{' '.join(identity(job.overrides))}]", 2)  # fmt: skip
+        if before is not None and before["status"] == "completed":
+            log.info(f"job {job.number} [{' '.join(identity(job.overrides))}] completed before: skipped")
+            return before.get("best_val_acc")
+        if cfg.resume is None and (job.run_dir / CHECKPOINTS / LAST).is_file():
+            cfg.resume = str(job.run_dir / CHECKPOINTS / LAST)  # a stopped job continues
+    write_status(job.run_dir, "running", job.overrides)
+    try:
+        setup, resume = prepare(cfg, job.run_dir, job.number)
+        on_epoch_end = epoch_end_callables(cfg, job)
+    except USER_ERRORS as error:  # a bad value or file: one line saying which, no traceback
+        return failed(job, user_message(error), 2)
+    try:
+        metrics = train_built(setup, cfg, job.run_dir, resume, run_hparams(cfg, job), on_epoch_end)
+    except TrainingStopped as stop:
+        return stopped(job, stop)
+    except Pruned as pruned:
+        write_status(job.run_dir, "pruned", job.overrides, reason=str(pruned))
+        log.info(str(pruned))
+        return None
+    except NonFiniteLoss as error:
+        return failed(job, str(error), 1)
+    except Exception as error:  # out of memory, a bug: recorded with its traceback, the sweep goes on
+        return failed(job, f"{type(error).__name__}: {error}", 1, traceback.format_exc())
+    write_status(job.run_dir, "completed", job.overrides, best_val_acc=metrics["best_val_acc"],
+                 test_acc=metrics["test_acc"], metrics=str(job.run_dir / "metrics.json"))  # fmt: skip
+    log.info("%s", summary(metrics, job.run_dir))
+    return metrics["best_val_acc"]
+
+
+def failed(job: Job, message: str, exit_code: int, details: str | None = None) -> None:
+    """Record a failed run: the message (and traceback, into train.log) logged, status.json; a single run exits."""
+    log.error(f"error: {message}")
+    if details:
+        log.error(details)
+    write_status(job.run_dir, "failed", job.overrides, error=message, exit_code=exit_code)
+    if not job.in_sweep:
+        sys.exit(exit_code)
+
+
+def stopped(job: Job, stop: TrainingStopped) -> None:
+    """Record a stopped run and say how to resume it; a signal ends the process (the whole sweep)."""
+    write_status(job.run_dir, "stopped", job.overrides, reason=stop.reason, checkpoint=str(stop.checkpoint))
+    log.warning(f"{stop.reason}; saved {stop.checkpoint}")
+    if job.in_sweep:
+        log.warning("resume the sweep with the same command and resume_sweep=last (or its directory)")
+        if stop.exit_code == 0:  # trainer.max_steps: this job is done for now, the sweep goes on
+            return
+    else:
+        again = [o for o in job.overrides if not o.startswith("resume=")]
+        log.warning(f"resume with: python train.py {' '.join([*again, f'resume={stop.checkpoint}'])}")
+    sys.exit(stop.exit_code)  # a signal: the whole sweep stops

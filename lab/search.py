@@ -1,0 +1,241 @@
+"""The Optuna study behind tune.py: its storage, sampler and pruner, each trial run as `python train.py`,
+the link from a running trial back to its study, and best.json.
+
+A trial is an ordinary `python train.py` run. After each epoch it reports its validation accuracy to the
+study (an SQLite file in the study's directory) and asks the pruner whether to go on, so pruning works
+whichever process runs the trial.
+"""
+
+import fcntl
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+import torch
+from omegaconf import DictConfig
+
+from lab.config import PROJECT_ROOT, override_key
+from lab.status import Pruned, read_status
+from trainer.checkpoint import write_json
+from trainer.evaluation import EpochStats
+from trainer.speed import available_cpus
+
+log = logging.getLogger("tune")
+
+STUDY_FILE = "study.db"
+PRUNERS = ("median", "halving", "none")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+class TrialFailed(Exception):
+    """The trial's run failed (its status.json says why); the search goes on."""
+
+
+def storage_url(study_dir: str | Path) -> str:
+    """The SQLAlchemy URL of the study stored in `study_dir`."""
+    return f"sqlite:///{Path(study_dir).absolute() / STUDY_FILE}"
+
+
+def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner `tune.pruner` names: `median` (below the median of earlier trials at the same epoch),
+    `halving` (successive halving: keep the best third at each rung) or `none`."""
+    name, startup, warmup = tune.pruner.name, tune.pruner.startup_trials, tune.pruner.warmup_epochs
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(warmup, 1), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+def trial_reporter(tune: DictConfig) -> Callable[[int, EpochStats], None]:
+    """An epoch-end callable for trial `tune.trial`: report the epoch's validation accuracy to the study;
+    raise Pruned when the pruner says so."""
+    storage = optuna.storages.RDBStorage(storage_url(tune.dir))
+    try:
+        study = optuna.load_study(study_name=tune.study, storage=storage, pruner=make_pruner(tune))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(tune.study), tune.trial
+        )
+    except KeyError as error:
+        raise ValueError(
+            f"tune.trial={tune.trial}: no such trial in study {tune.study!r} at {tune.dir}"
+        ) from error
+    trial = optuna.trial.Trial(study, trial_id)
+
+    def report(epoch: int, val: EpochStats) -> None:
+        trial.report(val.accuracy, epoch)
+        if trial.should_prune():
+            raise Pruned(f"pruned by the study after epoch {epoch} (validation accuracy {val.accuracy:.2%})")
+
+    return report
+
+
+def check_tune(tune: DictConfig) -> None:
+    """Refuse a search setting no search could use, naming the key and the value."""
+    for key in ("trials", "jobs"):
+        if type(tune[key]) is not int or tune[key] <= 0:
+            raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
+    if tune.pruner.name not in PRUNERS:
+        raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
+    for key, spec in tune.space.items():
+        kind = spec.get("type")
+        if kind in ("float", "int"):
+            low, high = spec.get("low"), spec.get("high")
+            if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
+                raise ValueError(
+                    f"tune.space.{key}: low and high must be numbers with low < high, got {low!r}, {high!r}"
+                )
+            if spec.get("log") and low <= 0:
+                raise ValueError(f"tune.space.{key}: a log scale needs low > 0, got {low!r}")
+        elif kind == "categorical":
+            if not spec.get("choices"):
+                raise ValueError(f"tune.space.{key}: choices must be a non-empty list")
+        else:
+            raise ValueError(f"tune.space.{key}: type must be float, int or categorical, got {kind!r}")
+
+
+def suggest(trial: optuna.Trial, key: str, spec: DictConfig) -> Any:
+    """The trial's value for `key` from its search-space entry."""
+    if spec.type == "float":
+        return trial.suggest_float(key, spec.low, spec.high, log=bool(spec.get("log")))
+    if spec.type == "int":
+        return trial.suggest_int(key, spec.low, spec.high, log=bool(spec.get("log")))
+    return trial.suggest_categorical(key, list(spec.choices))
+
+
+def trial_command(
+    trial_number: int, values: dict[str, Any], tune: DictConfig, overrides: list[str]
+) -> list[str]:
+    """`python train.py <overrides> <the trial's values>` into <tune.dir>/trial-<n>, sharing the machine."""
+    run_dir = Path(tune.dir) / f"trial-{trial_number}"
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), *overrides,
+               *(f"{key}={value}" for key, value in values.items()),
+               f"tune.trial={trial_number}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    given = {override_key(o) for o in overrides}
+    if tune.jobs > 1 and "trainer.threads" not in given:  # trials at once share the cores
+        command.append(f"trainer.threads={max(available_cpus() // tune.jobs, 1)}")
+    if tune.jobs > 1 and "trainer.device" not in given and torch.cuda.device_count() > 1:
+        command.append(f"trainer.device=cuda:{trial_number % torch.cuda.device_count()}")
+    return command
+
+
+def run_trial(trial: optuna.Trial, tune: DictConfig, overrides: list[str]) -> float:
+    """Run one trial as `python train.py` in its own run directory; return its best validation accuracy."""
+    values = {key: suggest(trial, key, spec) for key, spec in tune.space.items()}
+    run_dir = Path(tune.dir) / f"trial-{trial.number}"
+    trial.set_user_attr("run_dir", str(run_dir))
+    start = time.perf_counter()
+    done = subprocess.run(
+        trial_command(trial.number, values, tune, overrides), capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    status = read_status(run_dir) or {"status": "failed", "error": _last_line(done.stderr)}
+    shown = " ".join(f"{key}={_short(value)}" for key, value in values.items())
+    if status["status"] == "completed":
+        log.info(
+            f"trial {trial.number}: {status['best_val_acc']:.2%} validation accuracy, {seconds:.0f} s  [{shown}]"
+        )
+        return status["best_val_acc"]
+    if status["status"] == "pruned":
+        log.info(f"trial {trial.number}: {status['reason']}, {seconds:.0f} s  [{shown}]")
+        raise optuna.TrialPruned(status["reason"])
+    message = status.get("error") or status.get("reason") or f"exit status {done.returncode}"
+    log.warning(
+        f"trial {trial.number}: {status['status']}: {message}  [{shown}] (log: {run_dir / 'train.log'})"
+    )
+    raise TrialFailed(message)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def lock(study_dir: Path) -> IO[str]:
+    """Hold `study_dir/tune.lock` while this process runs the study: a second tune.py is refused."""
+    handle = open(study_dir / "tune.lock", "w")  # noqa: SIM115 (held until the search ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise BlockingIOError(
+            f"another tune.py is running this study ({study_dir}); wait for it to end"
+        ) from None
+    return handle
+
+
+def open_study(tune: DictConfig) -> optuna.Study:
+    """The study in tune.dir, created or continued; trials a killed tune.py left running are marked failed."""
+    study = optuna.create_study(
+        study_name=tune.study, storage=storage_url(tune.dir), direction="maximize",
+        pruner=make_pruner(tune), load_if_exists=True,
+    )  # fmt: skip
+    # Seeded by the trials so far: a continued study does not draw its first trials' values again.
+    study.sampler = optuna.samplers.TPESampler(seed=tune.seed + len(study.get_trials(deepcopy=False)))
+    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(
+            stale.number, state=optuna.trial.TrialState.FAIL
+        )  # its tune.py was killed: the lock says so
+        log.info(f"trial {stale.number} was interrupted: marked failed")
+    return study
+
+
+def summarise(study: optuna.Study, overrides: list[str], study_dir: Path) -> dict[str, Any] | None:
+    """Log the best trials and the command that trains the best one; write best.json; return it."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name.lower() for t in trials]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if s in states)
+    log.info(f"study {study.study_name} ({study_dir / STUDY_FILE}): {len(trials)} trials: {counts}")
+    completed = sorted(
+        (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value
+    )
+    if not completed:
+        return None
+    for t in completed[:5]:
+        log.info(
+            f"  trial {t.number:3d}  {t.value:.2%}  "
+            + " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        )
+    best = completed[0]
+    kept = [o for o in overrides if not o.startswith("tune.")]  # how the study ran, not what it found
+    best_overrides = [*kept, *(f"{key}={value}" for key, value in best.params.items())]
+    record = {"trial": best.number, "best_val_acc": best.value, "params": best.params,
+              "overrides": best_overrides, "run_dir": best.user_attrs.get("run_dir")}  # fmt: skip
+    write_json(record, study_dir / "best.json")
+    log.info(f"best: trial {best.number}, {best.value:.2%}; train it with:")
+    log.info(f"  python train.py {' '.join(best_overrides)}")
+    return record
+
+
+def search(cfg: DictConfig, overrides: list[str]) -> int:
+    """Run or continue the study `cfg.tune` defines; every trial also gets `overrides`. Returns the exit status."""
+    if "tune" not in cfg:
+        raise ValueError("choose a search space: python tune.py hparams_search=<lenet|lenet_res|resmlp> ...")
+    tune = cfg.tune
+    check_tune(tune)
+    study_dir = Path(tune.dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with lock(study_dir):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs each trial in one line
+        study = open_study(tune)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        remaining = tune.trials - finished
+        log.info(
+            f"study {tune.study} in {study_dir}: {finished} of {tune.trials} trials finished; "
+            f"running {max(remaining, 0)}, {tune.jobs} at a time; each trains {cfg.trainer.epochs} epochs"
+        )
+        if remaining > 0:
+            study.optimize(lambda trial: run_trial(trial, tune, overrides), n_trials=remaining,
+                           n_jobs=tune.jobs, catch=(TrialFailed,))  # fmt: skip
+    return 0 if summarise(study, overrides, study_dir) else 1

@@ -1,0 +1,51 @@
+"""bench/: the benchmarks run (smoke size) and write their JSON and plot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lab.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(module: str, tmp_path: Path, *args: str) -> Path:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", "--out-dir", str(tmp_path), *args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    return path
+
+
+def test_throughput_benchmark_runs_and_writes_its_json(mnist_root: Path, tmp_path: Path) -> None:
+    path = run_bench("bench.throughput", tmp_path, "--models", "lenet", "resmlp", "--batch-sizes", "64")
+    content = json.loads(path.read_text())
+    assert content["settings"]["rounds"] == 2 and content["machine"]["torch"] == torch.__version__
+    assert {(r["model"], r["pipeline"]) for r in content["results"]} == {
+        (m, p) for m in ("lenet", "resmlp") for p in ("classic", "mnist-lab", "floor")
+    }
+    for result in content["results"]:
+        spread = result["images_per_second"]
+        assert (
+            len(spread["rounds"]) == 2
+            and spread["min"] <= spread["median"] <= spread["max"]
+            and spread["min"] > 0
+        )
+    for ratio in content["ratios"]:
+        assert len(ratio["ours_over_classic"]["rounds"]) == 2 and ratio["ours_over_floor"]["median"] > 0
+    assert content["table"].count("\n") == 3  # header, rule, two rows
+
+
+def test_time_to_accuracy_benchmark_writes_json_and_a_plot(mnist_root: Path, tmp_path: Path) -> None:
+    path = run_bench("bench.time_to_accuracy", tmp_path, "--models", "lenet")
+    content = json.loads(path.read_text())
+    (run,) = content["runs"]
+    assert run["model"] == "lenet" and run["target"] == 0.99 and len(run["curve"]) == 1
+    assert 0 < run["final_test_acc"] < 1 and run["train_seconds"] > 0
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

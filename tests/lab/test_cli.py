@@ -1,0 +1,74 @@
+"""lab/cli.py: the wrapper every entry point uses turns a user's error into one line and exit status 2."""
+
+import sys
+
+import pytest
+from hydra.errors import InstantiationException
+
+from lab import cli
+from lab.config import compose
+
+
+def run_main(main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str]:  # noqa: ANN001
+    monkeypatch.setattr(sys, "argv", ["script.py", "a=1"])
+    with pytest.raises(SystemExit) as exit_status:
+        cli.run(main)
+    return exit_status.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            ValueError("optimizer.lr must be a number > 0, got -1"),
+            "error: optimizer.lr must be a number > 0, got -1\n",
+        ),
+        (FileNotFoundError("ckpt=x: no checkpoint at x"), "error: ckpt=x: no checkpoint at x\n"),
+        (
+            PermissionError("[Errno 13] Permission denied: '/out.png'"),
+            "error: [Errno 13] Permission denied: '/out.png'\n",
+        ),
+    ],
+)
+def test_a_user_error_is_one_line_and_exit_status_2(
+    error: Exception, line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def main(argv: list[str]) -> int:
+        raise error
+
+    assert run_main(main, monkeypatch, capsys) == (2, line)
+
+
+def test_hydras_errors_name_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    code, err = run_main(lambda argv: compose("model=lenet7") and 0, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: In 'config': Could not find 'model/lenet7'")
+    assert "lenet_res" in err and "Traceback" not in err  # Hydra's own message lists the choices
+
+
+def test_instantiate_errors_show_the_constructors_own_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def main(argv: list[str]) -> int:
+        try:
+            raise ValueError("model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'")
+        except ValueError as cause:
+            raise InstantiationException("Error in call to target 'models.lenet.LeNet': ...") from cause
+
+    assert run_main(main, monkeypatch, capsys) == (
+        2,
+        "error: model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'\n",
+    )
+
+
+def test_the_scripts_own_exit_status_passes_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_main(lambda argv: 1 if argv == ["a=1"] else 0, monkeypatch, capsys) == (1, "")
+
+
+def test_a_bug_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["script.py"])
+    with pytest.raises(ZeroDivisionError):
+        cli.run(lambda argv: 1 // 0)

@@ -1,0 +1,126 @@
+"""lab/config.py and configs/: every option of every group composes and instantiates; paths resolve from the
+project root; values are checked by name; overrides are parsed in one way."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose, override_key, split_args
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def test_groups_have_the_options_the_readme_promises() -> None:
+    assert options("model") == ["lenet", "lenet_res", "resmlp"]
+    assert options("data") == ["mnist", "mnist_pickle"]
+    assert options("optimizer") == ["adam", "adamw", "sgd"]
+    assert options("scheduler") == ["cosine", "none", "onecycle", "step"]
+    assert options("trainer") == ["default"]
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_every_model_option_instantiates_and_classifies(name: str) -> None:
+    model = instantiate(compose(f"model={name}").model)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+@pytest.mark.parametrize("schedule", options("scheduler"))
+def test_every_optimizer_and_schedule_instantiate_together(name: str, schedule: str) -> None:
+    cfg = compose(f"optimizer={name}", f"scheduler={schedule}")
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = instantiate(cfg.optimizer)([weight])
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=20, steps_per_epoch=5)
+    assert optimizer.defaults["lr"] == cfg.optimizer.lr
+    (weight**2).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    assert not torch.equal(weight.detach(), torch.ones(3))
+
+
+def test_every_data_option_instantiates(tiny_mnist: Path, tmp_path: Path) -> None:
+    from data.fetch import write_seed_pickle
+
+    pickle_path = write_seed_pickle(tiny_mnist, tmp_path / "tiny.pkl", verify_md5=False)
+    from_idx = instantiate(
+        compose("data=mnist", f"data.source.root={tiny_mnist}", "data.source.verify_md5=false").data.source
+    )
+    from_pickle = instantiate(compose("data=mnist_pickle", f"data.source.path={pickle_path}").data.source)
+    assert torch.equal(from_idx.train_images, from_pickle.train_images)
+    assert torch.equal(from_idx.test_labels, from_pickle.test_labels)
+
+
+def test_config_paths_resolve_from_the_project_root_not_the_working_directory(tmp_path: Path) -> None:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        cfg = compose("data=mnist_pickle")
+        assert Path(cfg.data.source.path) == PROJECT_ROOT / "data" / "mnist.pkl"
+        assert Path(compose().data.source.root) == PROJECT_ROOT / "data"
+    finally:
+        os.chdir(cwd)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    cfg = compose()
+    assert cfg.model._target_ == "models.LeNet" and cfg.model.activation == "tanh"
+    assert cfg.trainer.epochs == 10 and cfg.data.validation_size == 5000 and cfg.seed == 0
+
+
+def test_slurm_launcher_preset_composes_with_its_settings() -> None:
+    cfg = compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu", return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 60)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be an integer > 0, got 0"),
+        ("trainer.epochs=-1", "trainer.epochs must be an integer >= 0, got -1"),
+        ("optimizer.lr=-0.1", "optimizer.lr must be a number > 0, got -0.1"),
+        ("optimizer.lr=abc", "optimizer.lr must be a number > 0, got 'abc'"),
+        ("seed=1.5", "seed must be an integer, got 1.5"),
+        (
+            "trainer.threads=0",
+            "trainer.threads must be null (OMP_NUM_THREADS or all available CPUs) or an integer > 0, got 0",
+        ),
+        ("trainer.channels_last=yes", "trainer.channels_last must be true, false or auto, got 'yes'"),
+        ("trainer.precision=fp8", "trainer.precision must be one of fp32, bf16, fp16, got 'fp8'"),
+        (
+            "data.validation_size=0",
+            "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 0",
+        ),
+        ("data.max_shift=-1", "data.max_shift must be an integer >= 0, got -1"),
+        ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),
+    ],
+)
+def test_values_no_run_could_use_are_refused_by_key_and_value(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^" + re.escape(message) + r"$"):
+        check_config(compose(override))
+
+
+def test_every_default_passes_the_checks() -> None:
+    for name in options("model"):
+        check_config(compose(f"model={name}"))
+
+
+def test_overrides_are_parsed_one_way() -> None:
+    assert [override_key(o) for o in ("seed=1", "+trainer.x=2", "~resume", "+experiment@_global_=a")] == [
+        "seed",
+        "trainer.x",
+        "resume",
+        "experiment@_global_",
+    ]
+    own, rest = split_args(
+        ["ckpt=runs/a=b", "out=x.png", "data=mnist_pickle", "data.source.path=a.pkl"], ("ckpt", "out")
+    )
+    assert own == {"ckpt": "runs/a=b", "out": "x.png"}  # a value may hold '='
+    assert rest == ["data=mnist_pickle", "data.source.path=a.pkl"]

@@ -1,0 +1,22 @@
+"""lab/export.py: every model exports to ONNX and TorchScript and agrees with PyTorch on real digits."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.loader import normalize
+from data.sources import read_idx
+from lab.export import check, export_onnx, export_torchscript
+from models import LeNetRes, ResBlockMLP
+
+
+@pytest.mark.parametrize("model_class", [LeNetRes, ResBlockMLP])
+def test_other_models_export_too(model_class: type, mnist_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = model_class().eval()
+    images = normalize(read_idx(mnist_root).test_images[:64])
+    for exporter, name in ((export_onnx, "m.onnx"), (export_torchscript, "m.pt")):
+        exported = exporter(model, images[:2], tmp_path / name)
+        difference, same = check(model, exported, images)
+        assert difference <= 1e-4 and same

@@ -1,0 +1,156 @@
+"""lab/hydra_callbacks.py with lab/run.py, through real Hydra multiruns in subprocesses: parallel jobs share the
+cores, failures are contained and summed up, resumed sweeps skip completed jobs, submitit runs a sweep."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lab.config import compose
+from lab.hydra_callbacks import Sweep, count_jobs, jobs_at_once
+from lab.status import job_dirs, read_status
+from tests.conftest import run_script, tiny_overrides
+from trainer.speed import available_cpus
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def statuses(sweep: Path) -> dict[str, str]:
+    return {job.name: read_status(job)["status"] for job in job_dirs(sweep)}
+
+
+@pytest.mark.slow
+def test_joblib_sweeps_started_together_get_one_directory_per_job(joblib_sweeps: list[Path]) -> None:
+    big, small = joblib_sweeps
+    assert [len(job_dirs(big)), len(job_dirs(small))] == [4, 2]
+    cpus = available_cpus()
+    seen = set()
+    for sweep in joblib_sweeps:
+        jobs = len(job_dirs(sweep))
+        for job in job_dirs(sweep):
+            metrics = json.loads((job / "metrics.json").read_text())
+            status = read_status(job)
+            assert status["status"] == "completed" and status["test_acc"] == metrics["test_acc"]
+            seen.add((metrics["model"], metrics["seed"]))
+            # the jobs running at once share the cores instead of each taking all of them
+            assert metrics["threads"] * min(jobs, cpus) <= max(cpus, min(jobs, cpus))
+            assert metrics["best_val_acc"] > 0.5  # learned: 2 epochs on 2,000 real digits (chance: 0.1)
+        if cpus > 1:
+            assert (
+                f"{min(jobs, cpus)} jobs at a time on {cpus} CPUs" in (sweep / "sweep-output.txt").read_text()
+            )
+    assert seen == {(m, s) for m in ("LeNet", "ResBlockMLP", "LeNetRes") for s in (0, 1)}
+
+
+@pytest.mark.slow
+def test_failed_jobs_are_recorded_and_the_others_complete(tmp_path: Path, tiny_mnist: Path) -> None:
+    # lr=1e10 makes the loss NaN within an epoch; lr=-1 is a bad value; 0.05 trains.
+    done = run_script("train.py", "-m", "optimizer=sgd", "optimizer.lr=0.05,1e10,-1", *tiny_overrides(tiny_mnist),
+                      f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert statuses(tmp_path) == {"0": "completed", "1": "failed", "2": "failed"}
+    nan, bad = read_status(tmp_path / "1"), read_status(tmp_path / "2")
+    assert nan["error"].startswith("loss is nan at step") and "the update was not applied" in nan["error"]
+    assert nan["exit_code"] == 1
+    assert bad["error"] == "optimizer.lr must be a number > 0, got -1" and bad["exit_code"] == 2
+    assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "2" / "checkpoints").exists()
+    # The end of the sweep names every failed job with its error and log.
+    printed = done.stdout + done.stderr
+    assert "1 completed, 2 failed" in printed
+    assert "job 2 [" in printed and "optimizer.lr=-1" in printed
+    assert str(tmp_path / "1" / "train.log") in printed and "loss is nan" in printed
+
+
+@pytest.mark.slow
+def test_resumed_sweep_skips_completed_jobs_and_continues_stopped_ones(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    sweep = ["-m", "seed=0,1", *tiny_overrides(tiny_mnist), f"hydra.sweep.dir={tmp_path}"]
+    assert run_script("train.py", *sweep, "trainer.max_steps=20").returncode == 1  # stopped at step 20 of 32
+    assert statuses(tmp_path) == {"0": "stopped", "1": "stopped"}
+    first = run_script("train.py", *sweep, "resume_sweep=true")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert statuses(tmp_path) == {"0": "completed", "1": "completed"}
+    for job in job_dirs(tmp_path):
+        assert "resuming after 20 steps" in (job / "train.log").read_text()
+
+    (tmp_path / "1" / "status.json").unlink()  # as if job 1 had been interrupted before it recorded its end
+    before = {j.name: ((j / "metrics.json").stat().st_mtime_ns, (j / "metrics.json").read_text())
+              for j in job_dirs(tmp_path)}  # fmt: skip
+    again = run_script("train.py", *sweep, f"resume_sweep={tmp_path}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {j.name: ((j / "metrics.json").stat().st_mtime_ns, (j / "metrics.json").read_text())
+             for j in job_dirs(tmp_path)}  # fmt: skip
+    assert after["0"] == before["0"]  # not run again
+    assert after["1"][0] != before["1"][0]  # run again (from its last.pt) ...
+    assert json.loads(after["1"][1])["test_acc"] == json.loads(before["1"][1])["test_acc"]  # ... same result
+    assert again.stdout.count("completed before: skipped") == 1
+
+    other = run_script("train.py", "-m", "seed=0,1,2", *tiny_overrides(tiny_mnist), f"hydra.sweep.dir={tmp_path}",
+                       "resume_sweep=last")  # fmt: skip
+    assert other.returncode == 2 and "this command asks for" in other.stderr  # not the same sweep: refused
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_sweep(tmp_path: Path, tiny_mnist: Path) -> None:
+    done = run_script("train.py", "-m", "hydra/launcher=submitit_local", "seed=0,1", *tiny_overrides(tiny_mnist),
+                      f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert statuses(tmp_path) == {"0": "completed", "1": "completed"}
+    assert (tmp_path / ".submitit").is_dir()  # it went through submitit
+    seeds = [json.loads((j / "metrics.json").read_text())["seed"] for j in job_dirs(tmp_path)]
+    assert seeds == [0, 1]
+
+
+def test_jobs_at_once_follow_the_launcher() -> None:
+    cpus = available_cpus()
+    assert count_jobs(["model=lenet,resmlp", "seed=0,1,2", "trainer.epochs=1"]) == 6
+    assert count_jobs(["seed=range(0,4)"]) == 4
+    assert count_jobs(["optimizer.lr=interval(0.1,1)"]) is None  # not a grid: left to the launcher
+    joblib = OmegaConf.create({"_target_": JOBLIB})
+    assert jobs_at_once(OmegaConf.merge(joblib, {"n_jobs": -1}), 100) == cpus
+    assert jobs_at_once(OmegaConf.merge(joblib, {"n_jobs": 3}), 2) == 2  # never more than the jobs
+    local = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+                              "array_parallelism": 256})  # fmt: skip
+    assert jobs_at_once(local, 6) == 6
+    basic = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
+    slurm = OmegaConf.create(
+        {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
+    )
+    assert jobs_at_once(basic, 6) is None and jobs_at_once(slurm, 6) is None  # one at a time / own CPUs
+
+
+def sweep_config(tmp_path: Path, *overrides: str):  # noqa: ANN201
+    """The config a multirun's callbacks get for `python train.py -m <overrides>` (sweeps: the grid's overrides)."""
+    fixed = [o for o in overrides if "," not in o]
+    cfg = compose(*fixed, f"hydra.sweep.dir={tmp_path}", return_hydra_config=True)
+    cfg.hydra.overrides.task = [o for o in overrides if not o.startswith("hydra/")]
+    return cfg
+
+
+def test_sweep_callback_shares_the_cores_between_parallel_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lab.hydra_callbacks.available_cpus", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    Sweep().on_multirun_start(sweep_config(tmp_path, "hydra/launcher=joblib", "seed=0,1,2,3"))
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # 4 jobs at once on 8 CPUs
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice is kept
+    Sweep().on_multirun_start(sweep_config(tmp_path, "hydra/launcher=joblib", "seed=0,1,2,3"))
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1,2,3"))  # the basic launcher: one at a time
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_sweep_callback_refuses_to_resume_another_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_status:
+        Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1", "resume_sweep=last"))
+    assert exit_status.value.code == 2
+    assert f"no sweep to resume at {tmp_path} (no multirun.yaml)" in capsys.readouterr().err

@@ -1,0 +1,259 @@
+"""lab/run.py: whole seeded runs on tiny synthetic data and one on real MNIST; metrics.json, checkpoints and
+TensorBoard curves; exact resume; NaN; bad values refused before anything is written; status.json."""
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from data.loader import DeviceBatches
+from data.sources import read_idx
+from lab.build import build
+from lab.run import Job, run_job, train, train_built
+from lab.status import read_status
+from models import LeNet
+from tests.conftest import scalars, tiny_config
+from trainer.checkpoint import load_checkpoint
+from trainer.evaluation import evaluate
+from trainer.stopping import NonFiniteLoss, TrainingStopped
+from trainer.tensorboard import EPOCH_TAGS
+
+TIMING_KEYS = {"train_seconds", "images_per_second", "time/epoch_s", "throughput/img_per_s"}
+
+
+def run_tiny(tmp_path: Path, tiny_mnist: Path, name: str, *overrides: str) -> tuple[dict, Path]:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    metrics = train(tiny_config(tiny_mnist, *overrides), run_dir)
+    return metrics, run_dir
+
+
+def without_timings(metrics: dict) -> dict:
+    def strip(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in TIMING_KEYS}
+
+    return {**strip(metrics), "history": [strip(h) for h in metrics["history"]]}
+
+
+def test_seeded_runs_repeat_exactly_and_seeds_differ(tmp_path: Path, tiny_mnist: Path) -> None:
+    first, first_dir = run_tiny(tmp_path, tiny_mnist, "a", "seed=7")
+    second, second_dir = run_tiny(tmp_path, tiny_mnist, "b", "seed=7")
+    other, other_dir = run_tiny(tmp_path, tiny_mnist, "c", "seed=8")
+    assert without_timings(first) == without_timings(second)
+    assert json.loads((first_dir / "metrics.json").read_text())["test_acc"] == first["test_acc"]
+    weights = [
+        load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (first_dir, second_dir, other_dir)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    assert first["history"][-1]["train/loss"] < first["history"][0]["train/loss"]
+
+
+def test_run_writes_metrics_checkpoints_and_tensorboard_curves(tmp_path: Path, tiny_mnist: Path) -> None:
+    metrics, run_dir = run_tiny(tmp_path, tiny_mnist, "run", "trainer.epochs=3", "model=lenet_res")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in (
+        "model",
+        "parameters",
+        "epochs",
+        "best_val_acc",
+        "test_loss",
+        "test_acc",
+        "train_seconds",
+        "images_per_second",
+        "device",
+        "seed",
+        "git_commit",
+    ):
+        assert key in saved, key
+    assert saved["model"] == "LeNetRes" and saved["epochs"] == 3 and saved["device"] == "cpu"
+    assert saved["test_acc"] > 0.9  # the synthetic classes are easy
+
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["epoch"] == 3 and best["epoch"] == saved["best_epoch"]
+    assert best["best_val_acc"] == saved["best_val_acc"]
+    assert last["config"]["model"]["_target_"] == "models.LeNetRes"
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in EPOCH_TAGS:
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx(
+        [h["val/acc"] for h in saved["history"]]
+    )
+    assert len(events.Scalars("test/acc")) == 1 and events.Scalars("test/acc")[0].value == pytest.approx(
+        saved["test_acc"]
+    )
+    assert {"test/loss", "test/acc"} <= set(scalars)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer per run directory
+
+
+def test_test_set_is_evaluated_with_the_best_checkpoint(tmp_path: Path, tiny_mnist: Path) -> None:
+    metrics, run_dir = run_tiny(tmp_path, tiny_mnist, "best", "trainer.epochs=2")
+    model = LeNet()
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+
+    data = read_idx(tiny_mnist, verify_md5=False)
+    stats = evaluate(model, DeviceBatches(data.test_images, data.test_labels, 64, torch.device("cpu")))
+    assert stats.accuracy == metrics["test_acc"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be an integer > 0, got 0"),
+        ("trainer.epochs=-1", "trainer.epochs must be an integer >= 0, got -1"),
+        ("optimizer.lr=-0.1", "optimizer.lr must be a number > 0, got -0.1"),
+        (
+            "data.validation_size=0",
+            "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 0",
+        ),
+        (
+            "data.validation_size=1.5",
+            "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 1.5",
+        ),
+        ("trainer.device=cuda:7", "trainer.device='cuda:7' is not available"),
+    ],
+)
+def test_bad_values_are_refused_by_name(
+    tmp_path: Path, tiny_mnist: Path, override: str, message: str
+) -> None:
+    if override.startswith("trainer.device") and torch.cuda.device_count() > 7:
+        pytest.fail("this test assumes fewer than 8 CUDA devices")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_tiny(tmp_path, tiny_mnist, "bad", override)
+    assert not list((tmp_path / "bad").iterdir())  # nothing written for a run that could not start
+
+
+STEPS_PER_EPOCH = 16  # 500 tiny training images in batches of 32
+
+
+def test_resume_mid_epoch_matches_never_stopping(tmp_path: Path, tiny_mnist: Path) -> None:
+    straight = tmp_path / "straight"
+    train(tiny_config(tiny_mnist, "model=resmlp"), straight)  # dropout: the RNG state matters too
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(TrainingStopped) as stop:
+        train(tiny_config(tiny_mnist, "model=resmlp", "trainer.max_steps=21"), stopped)
+    assert stop.value.exit_code == 0 and "in epoch 2" in stop.value.reason
+    midway = load_checkpoint(stopped / "checkpoints" / "last.pt")
+    assert (midway["epoch"], midway["step"], midway["loader"]["next_batch"]) == (1, 21, 5)
+    resumed = train(tiny_config(tiny_mnist, "model=resmlp", "resume=auto"), stopped)
+
+    final = [load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (straight, stopped)]
+    assert final[0].keys() == final[1].keys()
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    losses = [scalars(d, "train/loss_per_step") for d in (straight, stopped)]
+    assert [step for step, _ in losses[1]] == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # no gap, no duplicate
+    assert losses[0] == losses[1]
+    assert [step for step, _ in scalars(stopped, "val/acc")] == [1, 2]
+    expected = json.loads((straight / "metrics.json").read_text())
+    assert resumed["test_acc"] == expected["test_acc"] and resumed["best_val_acc"] == expected["best_val_acc"]
+    timing = ("time/epoch_s", "throughput/img_per_s")
+    untimed = [
+        [{k: v for k, v in h.items() if k not in timing} for h in run["history"]]
+        for run in (resumed, expected)
+    ]
+    assert untimed[0] == untimed[1]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnist: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_mnist, "trainer.epochs=1"), run)
+    for override, named in (
+        ("model=lenet_res", "model: checkpoint"),
+        ("trainer.batch_size=64", "trainer.batch_size"),
+    ):
+        with pytest.raises(ValueError, match=f"resume=.*last.pt does not match this config: .*{named}"):
+            train(tiny_config(tiny_mnist, "trainer.epochs=1", override, f"resume={run}"), tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="resume=/nowhere: no checkpoint at /nowhere"):
+        train(tiny_config(tiny_mnist, "resume=/nowhere"), tmp_path / "other")
+
+
+class PoisonedBatches(DeviceBatches):
+    """Yields NaN images at one batch of one epoch."""
+
+    epoch, poison_epoch, poison_batch = 0, 2, 3
+
+    def __iter__(self):
+        self.epoch += 1
+        for number, (images, labels) in enumerate(super().__iter__(), start=1):
+            if (self.epoch, number) == (self.poison_epoch, self.poison_batch):
+                images = torch.full_like(images, float("nan"))
+            yield images, labels
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    cfg = tiny_config(tiny_mnist)
+    setup = build(cfg)
+    good = setup.state.train_batches
+    setup.state.train_batches = PoisonedBatches(good.images, good.labels, good.batch_size, setup.device,
+                                          shuffle=True, max_shift=good.max_shift, seed=cfg.seed)  # fmt: skip
+    with pytest.raises(
+        NonFiniteLoss,
+        match=r"loss is nan .*epoch 2, global step 19; the update was not applied; last good checkpoint: .*last\.pt",
+    ):
+        train_built(setup, cfg, tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and last["step"] == STEPS_PER_EPOCH
+    assert all(
+        torch.isfinite(p).all() for p in setup.state.model.parameters()
+    )  # the bad update was not applied
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path, tiny_mnist: Path) -> None:
+    job = Job(tmp_path, ["model.activation=swish"])
+    with pytest.raises(SystemExit) as exit_status:
+        run_job(tiny_config(tiny_mnist, "model.activation=swish"), job)
+    assert exit_status.value.code == 2
+    status = read_status(tmp_path)
+    assert status["status"] == "failed" and status["exit_code"] == 2
+    assert status["error"] == "model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # nothing else written
+
+
+def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_the_sweep_goes_on(
+    tmp_path: Path, tiny_mnist: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def out_of_memory(epoch: int, val: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (at the end of an epoch)")
+
+    import lab.run
+
+    monkeypatch.setattr(lab.run, "epoch_end_callables", lambda cfg, job: [out_of_memory])
+    with caplog.at_level(logging.ERROR, logger="train"):
+        assert run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None  # no SystemExit
+    status = read_status(tmp_path)
+    assert status["status"] == "failed" and status["exit_code"] == 1
+    assert status["error"] == "OutOfMemoryError: CUDA out of memory (at the end of an epoch)"
+    assert "Traceback" in caplog.text and "out_of_memory" in caplog.text
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1  # what was saved stays
+
+
+def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: Path) -> None:
+    from lab.run import epoch_end_callables
+    from trainer.evaluation import EpochStats
+
+    job = Job(tmp_path, ["seed=3"])
+    (record,) = epoch_end_callables(tiny_config(tiny_mnist), job)
+    record(2, EpochStats(loss=0.1, accuracy=0.875, images=100, seconds=1.0))
+    status = read_status(tmp_path)
+    assert (status["status"], status["epoch"], status["val_acc"], status["overrides"]) == (
+        "running",
+        2,
+        0.875,
+        ["seed=3"],
+    )
+    completed = run_job(tiny_config(tiny_mnist, "seed=3"), job)
+    assert (
+        read_status(tmp_path)["status"] == "completed" and read_status(tmp_path)["best_val_acc"] == completed
+    )

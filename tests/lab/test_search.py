@@ -1,0 +1,72 @@
+"""lab/search.py (tune.py): an Optuna search whose trials are train.py runs, pruned and continued."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lab.config import compose
+from lab.search import check_tune, storage_url
+from lab.status import read_status
+from tests.conftest import run_script, tiny_overrides
+
+
+@pytest.mark.slow
+def test_optuna_search_prunes_a_hopeless_trial_and_continues_its_study(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    search = ["hparams_search=lenet", f"tune.dir={tmp_path}", "tune.pruner.startup_trials=2",
+              "tune.pruner.warmup_epochs=1", *tiny_overrides(tiny_mnist)]  # fmt: skip
+    first = run_script("tune.py", *search, "tune.trials=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    study = optuna.load_study(study_name="lenet", storage=storage_url(tmp_path))
+    kept = [(t.number, t.state, t.value, t.params) for t in study.trials]
+    assert [state for _, state, _, _ in kept] == [optuna.trial.TrialState.COMPLETE] * 2
+
+    # The next trial is made hopeless on purpose: a learning rate far too small to learn anything.
+    study.enqueue_trial({"optimizer.lr": 1e-9, "optimizer.weight_decay": 1e-5, "trainer.batch_size": 64,
+                         "scheduler": "none", "data.max_shift": 0})  # fmt: skip
+    second = run_script("tune.py", *search, "tune.trials=3")
+    assert second.returncode == 0, second.stdout + second.stderr
+    study = optuna.load_study(study_name="lenet", storage=storage_url(tmp_path))
+    assert [(t.number, t.state, t.value, t.params) for t in study.trials[:2]] == kept  # earlier trials kept
+    hopeless = study.trials[2]
+    assert hopeless.state == optuna.trial.TrialState.PRUNED and hopeless.params["optimizer.lr"] == 1e-9
+    assert list(hopeless.intermediate_values) == [1]  # stopped after its first epoch
+    assert read_status(tmp_path / "trial-2")["status"] == "pruned"
+    assert json.loads((tmp_path / "trial-0" / "metrics.json").read_text())["epochs"] == 2
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["best_val_acc"] == max(t.value for t in study.trials[:2])
+    assert "python train.py hparams_search=lenet" in second.stdout + second.stderr
+
+
+@pytest.mark.slow
+def test_tune_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    done = run_script("tune.py", "hparams_search=lenet", f"tune.dir={tmp_path}", "tune.jobs=0")
+    assert done.returncode == 2 and done.stderr == "error: tune.jobs must be an integer > 0, got 0\n"
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_search_settings_are_checked_by_name() -> None:
+    cfg = compose("hparams_search=lenet", "tune.trials=0")
+    with pytest.raises(ValueError, match=r"^tune.trials must be an integer > 0, got 0$"):
+        check_tune(cfg.tune)
+    cfg = compose("hparams_search=lenet", "tune.pruner.name=random")
+    with pytest.raises(
+        ValueError, match="tune.pruner.name must be one of median, halving, none, got 'random'"
+    ):
+        check_tune(cfg.tune)
+    cfg = compose("hparams_search=lenet")
+    cfg.tune.space["optimizer.lr"].low = 1.0  # above its high, 0.03
+    with pytest.raises(
+        ValueError, match="tune.space.optimizer.lr: low and high must be numbers with low < high"
+    ):
+        check_tune(cfg.tune)
+
+
+def test_a_search_needs_a_search_space() -> None:
+    from lab.search import search
+
+    with pytest.raises(ValueError, match="choose a search space: python tune.py hparams_search="):
+        search(compose("model=lenet"), ["model=lenet"])

@@ -1,0 +1,58 @@
+"""The layout's rules (DESIGN.md): entry points -> lab -> trainer, data, models; trainer, data and models know
+nothing of Hydra, OmegaConf, Optuna or lab; nothing imports an entry point."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from lab.config import PROJECT_ROOT
+
+ENTRY_POINTS = {"train", "evaluate", "predict", "export", "tune", "report"}
+PACKAGES = ("lab", "trainer", "data", "models", "bench", "tests")
+
+
+def imported_modules(path) -> set[str]:  # noqa: ANN001
+    """Top-level names of every module `path` imports, anywhere in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            names |= {arg.value.split(".")[0] for arg in node.args if isinstance(arg, ast.Constant)}
+    return names
+
+
+def test_no_module_imports_an_entry_point() -> None:
+    offenders = {
+        str(path.relative_to(PROJECT_ROOT)): sorted(imported_modules(path) & ENTRY_POINTS)
+        for package in PACKAGES
+        for path in (PROJECT_ROOT / package).rglob("*.py")
+        if imported_modules(path) & ENTRY_POINTS
+    }
+    offenders |= {f"{name}.py": sorted(imported_modules(PROJECT_ROOT / f"{name}.py") & ENTRY_POINTS)
+                  for name in ENTRY_POINTS if imported_modules(PROJECT_ROOT / f"{name}.py") & ENTRY_POINTS}  # fmt: skip
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("package", ["trainer", "data", "models"])
+def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -> None:
+    modules = [
+        f"{package}.{p.stem}" for p in sorted((PROJECT_ROOT / package).glob("*.py")) if p.stem != "__init__"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert loaded & {"hydra", "omegaconf", "optuna", "lab", *ENTRY_POINTS} == set()
+    if package != "trainer":
+        assert "trainer" not in loaded  # data and models never import trainer

@@ -1,0 +1,162 @@
+"""trainer/tensorboard.py: what a run shows in TensorBoard (images, per-class scalars, PR curves, histograms,
+graph, text, HParams), read back with TensorBoard's own reader; the confusion matrix checked against an
+independent count."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from lab.build import build
+from lab.run import train
+from lab.status import identity, job_dirs
+from tests.conftest import tiny_config
+from trainer.checkpoint import load_checkpoint
+from trainer.diagnostics import confusion_matrix
+
+TEST_IMAGES = 200  # the tiny set's test split
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
+    run = tmp_path_factory.mktemp("insight")
+    train(tiny_config(tiny_mnist), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_images_are_decodable_pngs_of_the_right_size(events: EventAccumulator, run_dir: Path) -> None:
+    tags = events.Tags()["images"]
+    assert {"val/confusion_matrix", "test/confusion_matrix", "test/misclassified"} <= set(tags)
+    assert [e.step for e in events.Images("val/confusion_matrix")] == [1, 2]  # every evaluation
+    wrong = round((1 - json.loads((run_dir / "metrics.json").read_text())["test_acc"]) * TEST_IMAGES)
+    grid_rows = max((min(wrong, 64) + 7) // 8, 1)  # 8 digits per row, at most 64
+    expected = {"val/confusion_matrix": (960, 432), "test/confusion_matrix": (960, 432),
+                "test/misclassified": (832, 120 * grid_rows)}  # fmt: skip
+    for tag, size in expected.items():
+        event = events.Images(tag)[-1]
+        picture = Image.open(io.BytesIO(event.encoded_image_string))
+        picture.load()  # decodes the whole image
+        assert picture.format == "PNG" and picture.size == (event.width, event.height) == size
+
+
+def test_confusion_matrix_matches_an_independent_count(
+    run_dir: Path, events: EventAccumulator, tiny_mnist: Path
+) -> None:
+    # Recompute the test predictions with the best weights, then count pairs one by one.
+    cfg = tiny_config(tiny_mnist)
+    setup = build(cfg)
+    model = setup.state.model
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    model.eval()
+    predicted, labels = [], []
+    with torch.no_grad():
+        for images, targets in setup.test_batches:
+            predicted += model(images).argmax(dim=1).tolist()
+            labels += targets.tolist()
+    counts = [[0] * 10 for _ in range(10)]
+    for true, guess in zip(labels, predicted, strict=True):
+        counts[true][guess] += 1
+
+    table = (
+        events.Tensors("test/confusion_matrix_counts/text_summary")[-1].tensor_proto.string_val[0].decode()
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| **")]
+    logged = [[int(cell) for cell in row.split("|")[2:12]] for row in rows]
+    assert logged == counts
+    assert sum(map(sum, logged)) == TEST_IMAGES
+    assert confusion_matrix(torch.tensor(predicted), torch.tensor(labels)).tolist() == counts
+    # per-class accuracy scalars agree with the same counts
+    for k in range(10):
+        expected = counts[k][k] / max(sum(counts[k]), 1)
+        assert events.Scalars(f"test_class_acc/{k}")[-1].value == pytest.approx(expected)
+    assert [e.step for e in events.Scalars("val_class_acc/3")] == [1, 2]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(counts[k][k] for k in range(10)) / TEST_IMAGES == pytest.approx(metrics["test_acc"])
+
+
+def test_pr_curves_count_the_best_models_test_predictions(
+    events: EventAccumulator, run_dir: Path, tiny_mnist: Path
+) -> None:
+    setup = build(tiny_config(tiny_mnist))
+    model = setup.state.model
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    model.eval()
+    with torch.no_grad():
+        batches = list(setup.test_batches)
+        probs = torch.cat([model(images).softmax(dim=1) for images, _ in batches])
+        labels = torch.cat([targets for _, targets in batches])
+    assert {f"test_pr_curve/{k}" for k in range(10)} <= set(events.Tags()["tensors"])
+    for k in (0, 7):
+        event = events.Tensors(f"test_pr_curve/{k}")[-1]
+        tp, fp, tn, fn, precision, recall = torch.tensor(list(event.tensor_proto.float_val)).reshape(6, -1)
+        thresholds = len(tp) - 1
+        for i in (0, thresholds // 2, thresholds * 9 // 10):  # counted at probability >= i / thresholds
+            called = (probs[:, k] * thresholds).floor() >= i
+            assert tp[i] == (called & (labels == k)).sum() and fp[i] == (called & (labels != k)).sum()
+            assert tn[i] == (~called & (labels != k)).sum() and fn[i] == (~called & (labels == k)).sum()
+        assert tp[0] + fn[0] == (labels == k).sum() and recall[0] == 1.0
+
+
+def test_histograms_graph_and_text(events: EventAccumulator, run_dir: Path) -> None:
+    tensors = set(events.Tags()["tensors"])
+    histograms = set(events.Tags()["histograms"])
+    assert {"weights/conv.0.weight", "grads/conv.0.weight", "weights/fc.1.bias"} <= histograms
+    assert [e.step for e in events.Histograms("weights/conv.0.weight")] == [1, 2]
+    assert events.Tags()["graph"] is True
+    assert {"config/text_summary", "model_summary/text_summary", "provenance/text_summary"} <= tensors
+    summary_text = events.Tensors("model_summary/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "61,706" in summary_text and "[1, 6, 28, 28]" in summary_text
+    provenance = events.Tensors("provenance/text_summary")[0].tensor_proto.string_val[0].decode()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("git_commit", "git_dirty", "python", "torch", "torchvision", "device_name", "command"):
+        assert key in metrics and f"**{key}**" in provenance
+    assert metrics["torch"] == torch.__version__
+    assert "lr" in events.Tags()["scalars"]
+
+
+def test_histograms_can_be_turned_off(tmp_path: Path, tiny_mnist: Path) -> None:
+    train(tiny_config(tiny_mnist, "trainer.histograms_every=0", "trainer.epochs=1"), tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert events.Tags()["histograms"] == []
+
+
+@pytest.mark.slow
+def test_hparams_one_session_per_job_in_its_own_directory(joblib_sweeps: list[Path]) -> None:
+    sweep = joblib_sweeps[0]
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(sweep))
+    events.Reload()
+    assert sorted(events.Runs()) == ["0", "1", "2", "3"]  # the job dirs themselves, no timestamped sub-runs
+    content = events.PluginRunToTagToContent("hparams")
+    for job in job_dirs(sweep):
+        metrics = json.loads((job / "metrics.json").read_text())
+        plugin = {tag: HParamsPluginData.FromString(data) for tag, data in content[job.name].items()}
+        start = next(p.session_start_info for p in plugin.values() if p.HasField("session_start_info"))
+        experiment = next(p.experiment for p in plugin.values() if p.HasField("experiment"))
+        overrides = [o for o in (job / ".hydra" / "overrides.yaml").read_text().split("\n") if o]
+        assert start.group_name == " ".join(identity([o.removeprefix("- ") for o in overrides]))
+        assert start.hparams["seed"].number_value == metrics["seed"]
+        assert start.hparams["model"].string_value in ("lenet", "resmlp")
+        assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.003)
+        tags = {m.name.tag for m in experiment.metric_infos}
+        assert tags == {"test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s"}
+        scalars = EventAccumulator(str(job))
+        scalars.Reload()
+        assert tags <= set(scalars.Tags()["scalars"])  # the HParams metrics are the run's own curves
+        assert not [t for t in scalars.Tags()["scalars"] if t.startswith("hparams/")]  # no one-point curves
+        assert scalars.Scalars("test/acc")[-1].value == pytest.approx(metrics["test_acc"])
+        assert len(list(job.glob("**/events.out.tfevents.*"))) == 1  # one writer, one event file

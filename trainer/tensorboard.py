@@ -1,0 +1,119 @@
+"""RunLog: a run's one SummaryWriter (one event file per run directory) and the name of every tag it writes.
+
+Per epoch (step = epoch): the EPOCH_TAGS curves, the validation confusion matrix and per-class accuracy,
+weight and gradient histograms; per optimiser step: `train/loss_per_step`; once at the end: `test/loss`,
+`test/acc`, the test confusion matrix (image and table), per-class accuracy and precision-recall curves, and
+the misclassified digits; once at the start: texts, the model graph and the HParams session, whose metrics
+are the curves above (so the Scalars tab holds only real curves).
+"""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tensorboard.plugins.hparams import summary_v2 as hparams_api
+from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
+
+from trainer.diagnostics import (
+    NUM_CLASSES,
+    confusion_figure,
+    confusion_matrix,
+    confusion_table,
+    misclassified_figure,
+    per_class_accuracy,
+)
+from trainer.evaluation import EpochStats, Predictions
+
+log = logging.getLogger(__name__)
+
+EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s", "throughput/img_per_s")
+STEP_LOSS_TAG = "train/loss_per_step"  # by global step, not epoch
+TEST_TAGS = ("test/loss", "test/acc")
+HPARAMS_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s")
+
+
+def epoch_scalars(train: EpochStats, val: EpochStats, lr: float) -> dict[str, float]:
+    """One epoch's values under EPOCH_TAGS (also the keys of metrics.json's history)."""
+    values = (train.loss, train.accuracy, val.loss, val.accuracy, lr, train.seconds, train.images_per_second)
+    return dict(zip(EPOCH_TAGS, values, strict=True))
+
+
+class RunLog:
+    """Everything a run writes to TensorBoard, through one SummaryWriter on `log_dir`."""
+
+    def __init__(self, log_dir: Path, histograms_every: int = 1) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.histograms_every = histograms_every  # epochs between weight/gradient histograms (0: never)
+
+    def start(self, model: nn.Module, example: Tensor, texts: dict[str, str]) -> None:
+        """`texts` (Markdown: config, model summary, provenance) and the model's graph, traced on `example`."""
+        for tag, text in texts.items():
+            self.writer.add_text(tag, text, 0)
+        try:
+            with (
+                warnings.catch_warnings()
+            ):  # the tracer's deprecation and shape notes are not the user's concern
+                warnings.simplefilter("ignore")
+                self.writer.add_graph(getattr(model, "_orig_mod", model), example)  # compiled: the original
+        except Exception as error:  # a graph that cannot be traced must not stop training
+            log.warning(f"model graph not logged to TensorBoard: {type(error).__name__}: {error}")
+
+    def hparams(self, name: str, values: dict[str, bool | int | float | str]) -> None:
+        """The run's row in the HParams view, named `name`; its metrics are the run's own curves."""
+        metrics = [hparams_api.Metric(tag) for tag in HPARAMS_METRICS]
+        experiment = hparams_api.hparams_config_pb([hparams_api.HParam(key) for key in values], metrics)
+        for summary in (experiment, hparams_api.hparams_pb(values, trial_id=name)):
+            self.writer.file_writer.add_summary(summary)
+
+    def step_losses(self, losses: list[float], steps_before: int) -> None:
+        """The loss of every optimiser step, by global step."""
+        for offset, loss in enumerate(losses, start=1):
+            self.writer.add_scalar(STEP_LOSS_TAG, loss, steps_before + offset)
+
+    def epoch(self, epoch: int, scalars: dict[str, float], val: Predictions) -> None:
+        """The epoch's curves and the validation set's confusion matrix and per-class accuracy."""
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, epoch)
+        self.diagnosis("val", val, epoch)
+
+    def histograms(self, model: nn.Module, epoch: int) -> None:
+        """Weights and (the epoch's last step's) gradients of every parameter, every `histograms_every` epochs."""
+        if not self.histograms_every or epoch % self.histograms_every:
+            return
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", parameter.detach(), epoch)
+            if parameter.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", parameter.grad, epoch)
+
+    def test(self, stats: EpochStats, predictions: Predictions, step: int) -> None:
+        """The test set, once: loss, accuracy and the full diagnosis."""
+        for tag, value in zip(TEST_TAGS, (stats.loss, stats.accuracy), strict=True):
+            self.writer.add_scalar(tag, value, step)
+        self.diagnosis("test", predictions, step, full=True)
+
+    def diagnosis(self, split: str, predictions: Predictions, step: int, full: bool = False) -> None:
+        """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the table, the
+        per-class precision-recall curves and the grid of misclassified digits."""
+        matrix = confusion_matrix(predictions.predicted, predictions.labels)
+        self.writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), step)
+        for k, accuracy in enumerate(per_class_accuracy(matrix).tolist()):
+            self.writer.add_scalar(f"{split}_class_acc/{k}", accuracy, step)
+        if full:
+            self.writer.add_text(f"{split}/confusion_matrix_counts", confusion_table(matrix), step)
+            for k in range(NUM_CLASSES):
+                self.writer.add_pr_curve(
+                    f"{split}_pr_curve/{k}", predictions.labels == k, predictions.probs[:, k], step
+                )
+            self.writer.add_figure(f"{split}/misclassified", misclassified_figure(predictions), step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
