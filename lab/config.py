@@ -14,15 +14,21 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from lab.status import sweep_dir
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 # Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
-OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True, use_cache=True)
+OmegaConf.register_new_resolver(
+    "sweep_dir", lambda resume, new: _sweep_dir(resume, new), replace=True, use_cache=True
+)
+
+
+def _sweep_dir(resume: Any, new: str) -> str:
+    from lab.status import sweep_dir  # lab.status parses overrides with this module's override_key
+
+    return sweep_dir(resume, new)
 
 
 def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from lab.config import PROJECT_ROOT
 
 
 def git_revision() -> dict[str, Any]:
@@ -52,6 +51,7 @@ def device_name(device: torch.device) -> str:
 
 def versions() -> dict[str, str]:
     """Python, torch and torchvision versions."""
+    import torchvision  # here, not at the top: 1.5 s of imports that a run reading a pickle does not need
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

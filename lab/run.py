@@ -26,7 +26,7 @@ from lab.cli import USER_ERRORS, user_message
 from lab.config import override_key
 from lab.provenance import provenance
 from lab.status import Pruned, identity, read_status, write_status
-from trainer.checkpoint import LAST, Checkpoints, write_json
+from trainer.checkpoint import Checkpoints, write_json
 from trainer.diagnostics import model_summary
 from trainer.evaluation import EpochStats
 from trainer.loop import EpochEnd, final_evaluation, fit
@@ -213,8 +213,8 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         if before is not None and before["status"] == "completed":
             log.info(f"job {job.number} [{' '.join(identity(job.overrides))}] completed before: skipped")
             return before.get("best_val_acc")
-        if cfg.resume is None and (job.run_dir / CHECKPOINTS / LAST).is_file():
-            cfg.resume = str(job.run_dir / CHECKPOINTS / LAST)  # a stopped job continues
+        if cfg.resume is None and resume_checkpoint("auto", job.run_dir):
+            cfg.resume = "auto"  # a stopped job continues from its last.pt
     write_status(job.run_dir, "running", job.overrides)
     try:
         setup, resume = prepare(cfg, job.run_dir, job.number)
@@ -258,6 +258,6 @@ def stopped(job: Job, stop: TrainingStopped) -> None:
         if stop.exit_code == 0:  # trainer.max_steps: this job is done for now, the sweep goes on
             return
     else:
-        again = [o for o in job.overrides if not o.startswith("resume=")]
+        again = [o for o in job.overrides if override_key(o) != "resume"]
         log.warning(f"resume with: python train.py {' '.join([*again, f'resume={stop.checkpoint}'])}")
     sys.exit(stop.exit_code)  # a signal: the whole sweep stops

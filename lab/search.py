@@ -208,7 +208,9 @@ def summarise(study: optuna.Study, overrides: list[str], study_dir: Path) -> dic
             + " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         )
     best = completed[0]
-    kept = [o for o in overrides if not o.startswith("tune.")]  # how the study ran, not what it found
+    kept = [
+        o for o in overrides if not override_key(o).startswith("tune.")
+    ]  # how the study ran, not what it found
     best_overrides = [*kept, *(f"{key}={value}" for key, value in best.params.items())]
     record = {"trial": best.number, "best_val_acc": best.value, "params": best.params,
               "overrides": best_overrides, "run_dir": best.user_attrs.get("run_dir")}  # fmt: skip

@@ -12,19 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.config import override_key
 from trainer.checkpoint import write_json
 
 STATUS_FILE = "status.json"
 
-# Overrides that say how to run a job, not what it trains: two jobs that differ only in these are the same job.
-HOW_TO_RUN = (
-    "resume=",
-    "resume_sweep=",
-    "trainer.max_steps=",
-    "trainer.threads=",
-    "trainer.device=",
-    "hydra.",
-)
+# Keys that say how to run a job, not what it trains: two jobs that differ only in these (or in hydra.*)
+# are the same job.
+HOW_TO_RUN = {"resume", "resume_sweep", "trainer.max_steps", "trainer.threads", "trainer.device"}
 
 
 class Pruned(Exception):  # noqa: N818 (an outcome, not an error)
@@ -33,7 +28,8 @@ class Pruned(Exception):  # noqa: N818 (an outcome, not an error)
 
 def identity(overrides: list[str]) -> list[str]:
     """The overrides that define what a job trains (sorted), without those that only say how to run it."""
-    return sorted(o for o in overrides if not o.lstrip("+~").startswith(HOW_TO_RUN))
+    keys = {o: override_key(o) for o in overrides}
+    return sorted(o for o, key in keys.items() if key not in HOW_TO_RUN and not key.startswith("hydra."))
 
 
 def write_status(run_dir: Path, status: str, overrides: list[str], **fields: Any) -> None:

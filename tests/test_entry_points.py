@@ -38,14 +38,12 @@ def test_train_refuses_a_bad_value_in_one_line_with_exit_status_2(tmp_path: Path
 def test_output_directory_that_cannot_be_made_is_named_before_anything_runs(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
-    for args in (
-        ["hydra.run.dir=" + str(blocker / "run")],
-        ["-m", "model=lenet", f"hydra.sweep.dir={blocker / 'sweep'}"],
-    ):
-        done = run_script("train.py", *args)
-        assert done.returncode == 2
-        assert f"cannot be created: {blocker} is a file, not a directory" in done.stderr
-        assert "Traceback" not in done.stderr
+    done = run_script("train.py", f"hydra.run.dir={blocker / 'run'}")  # a sweep's: test_hydra_callbacks.py
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == f"error: hydra.run.dir={blocker / 'run'} cannot be created: {blocker} is a file, not a directory\n"
+    )
     assert blocker.read_text() == "keep me"
 
 
@@ -69,7 +67,7 @@ def test_a_run_prints_one_line_per_epoch_and_a_summary_and_learns(
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "LeNet" and metrics["parameters"] == 61_706
-    assert metrics["test_acc"] >= 0.98, metrics["test_acc"]  # 2 epochs of LeNet-5 on all 55,000 images
+    assert metrics["test_acc"] >= 0.975, metrics["test_acc"]  # 2 epochs of LeNet-5 on 30,000 images
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
 
 
@@ -90,7 +88,7 @@ def start_training(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
 def test_a_signal_saves_last_pt_and_exits_then_resume_finishes(
     mnist_root: Path, tmp_path: Path, signum: int, status: int
 ) -> None:
-    args = ["trainer.epochs=2", "data.train_subset=10000", f"hydra.run.dir={tmp_path}"]
+    args = ["trainer.epochs=2", "data.train_subset=5000", f"hydra.run.dir={tmp_path}"]
     process, output = start_training(args)
     process.send_signal(signum)
     output += process.stdout.readlines()
@@ -99,7 +97,7 @@ def test_a_signal_saves_last_pt_and_exits_then_resume_finishes(
     name = signal.Signals(signum).name
     assert f"stopped by {name} in epoch 1" in text and "resume with: python train.py" in text
     assert f"resume={tmp_path}/checkpoints/last.pt" in text
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] >= 1
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "stopped"
     if signum == signal.SIGTERM:
@@ -107,7 +105,7 @@ def test_a_signal_saves_last_pt_and_exits_then_resume_finishes(
     done = run_script("train.py", *args, "resume=auto")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     steps = [step for step, _ in scalars(tmp_path, "train/loss_per_step")]
-    assert steps == list(range(1, 2 * 79 + 1))  # 10,000 images in batches of 128: 79 steps an epoch
+    assert steps == list(range(1, 2 * 40 + 1))  # 5,000 images in batches of 128: 40 steps an epoch
     assert [step for step, _ in scalars(tmp_path, "val/acc")] == [1, 2]
 
 
@@ -156,7 +154,7 @@ def test_predict_prints_json_and_names_bad_files(
     assert "not an image" in results["broken.png"]["error"]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx"])  # torchscript: tests/lab/test_export.py, in-process
 def test_export_agrees_with_pytorch(
     trained_run: tuple[Path, object], mnist_root: Path, tmp_path: Path, fmt: str
 ) -> None:

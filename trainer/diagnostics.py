@@ -1,6 +1,8 @@
 """What a model gets wrong: predictions over a set, the confusion matrix, per-class accuracy, and the
 figures TensorBoard shows (confusion matrices, a grid of misclassified digits). Plain tensors in, no config."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # figures are rendered to images, never shown
@@ -54,28 +56,37 @@ def confusion_figure(matrix: Tensor, title: str) -> Figure:
                             color="white" if dark else "black")  # fmt: skip
         ax.set(xlabel="predicted", ylabel="true", title=f"{title} ({name})",
                xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))  # fmt: skip
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.1, top=0.93, wspace=0.12)  # tight_layout: 0.45 s
     return fig
 
 
 def misclassified_figure(predictions: Predictions, limit: int = 64) -> Figure:
-    """Up to `limit` misclassified digits, each titled `true -> predicted (confidence)`."""
+    """Up to `limit` misclassified digits, 8 to a row, each titled `true -> predicted (confidence)`.
+
+    One image with the digits laid out in it and a text per digit: a grid of 64 Axes (and tight_layout)
+    took 1.5-2.5 s to draw here; this takes a tenth of that."""
     shown = min(len(predictions.wrong_index), limit)
-    columns = 8
-    rows = max((shown + columns - 1) // columns, 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), dpi=80, squeeze=False)
+    columns, rows = 8, max(math.ceil(shown / 8), 1)
+    fig = plt.figure(figsize=(columns * 1.3, rows * 1.5), dpi=80)  # 104 x 120 pixels a digit
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / (rows * 1.5)))  # 0.45 inch above for the title
+    ax.axis("off")
+    cell_w, cell_h, band = 36, 40, 11  # in image pixels: a 28x28 digit under an 11-pixel band for its title
+    canvas = torch.zeros(rows * cell_h, columns * cell_w)
     images = predictions.wrong_images[:shown, 0] * MNIST_STD + MNIST_MEAN  # back to [0, 1] ink
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < shown:
-            index = predictions.wrong_index[k]
-            ax.imshow(images[k].numpy(), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(f"{int(predictions.labels[index])} → {int(predictions.predicted[index])} "
-                         f"({float(predictions.confidence[index]):.2f})", fontsize=8)  # fmt: skip
+    for k in range(shown):
+        row, column = divmod(k, columns)
+        top, left = row * cell_h + band, column * cell_w + (cell_w - 28) // 2
+        canvas[top : top + 28, left : left + 28] = images[k]
+        index = predictions.wrong_index[k]
+        ax.text(column * cell_w + cell_w / 2, top - 1.5, f"{int(predictions.labels[index])} → "
+                f"{int(predictions.predicted[index])} ({float(predictions.confidence[index]):.2f})",
+                ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax.imshow(
+        canvas.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1, aspect="auto", interpolation="nearest"
+    )
     fig.suptitle(
         f"misclassified: {len(predictions.wrong_index)} of {len(predictions.labels)} (true → predicted)"
     )
-    fig.tight_layout()
     return fig
 
 

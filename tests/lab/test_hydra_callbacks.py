@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lab.config import compose
-from lab.hydra_callbacks import Sweep, count_jobs, jobs_at_once
+from lab.hydra_callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
 from lab.status import job_dirs, read_status
 from tests.conftest import run_script, tiny_overrides
 from trainer.speed import available_cpus
@@ -88,10 +88,6 @@ def test_resumed_sweep_skips_completed_jobs_and_continues_stopped_ones(
     assert json.loads(after["1"][1])["test_acc"] == json.loads(before["1"][1])["test_acc"]  # ... same result
     assert again.stdout.count("completed before: skipped") == 1
 
-    other = run_script("train.py", "-m", "seed=0,1,2", *tiny_overrides(tiny_mnist), f"hydra.sweep.dir={tmp_path}",
-                       "resume_sweep=last")  # fmt: skip
-    assert other.returncode == 2 and "this command asks for" in other.stderr  # not the same sweep: refused
-
 
 @pytest.mark.slow
 def test_submitit_local_runs_a_sweep(tmp_path: Path, tiny_mnist: Path) -> None:
@@ -154,3 +150,36 @@ def test_sweep_callback_refuses_to_resume_another_sweep(
         Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1", "resume_sweep=last"))
     assert exit_status.value.code == 2
     assert f"no sweep to resume at {tmp_path} (no multirun.yaml)" in capsys.readouterr().err
+
+
+def test_a_sweep_directory_that_cannot_be_made_is_named_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    cfg = sweep_config(blocker / "sweep", "seed=0,1")
+    with pytest.raises(SystemExit) as exit_status:
+        CheckOutputDir().on_multirun_start(cfg)
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: hydra.sweep.dir={blocker / 'sweep'} cannot be created: {blocker} is a file, not a directory\n"
+    )
+    assert blocker.read_text() == "keep me"
+
+
+def test_resuming_a_sweep_with_other_overrides_is_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["seed=0,1", "trainer.max_steps=20"]}}}, tmp_path / "multirun.yaml"
+    )
+    Sweep().on_multirun_start(
+        sweep_config(tmp_path, "seed=0,1", "resume_sweep=last")
+    )  # max_steps: how to run
+    with pytest.raises(SystemExit) as exit_status:
+        Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1,2", "resume_sweep=last"))
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} was swept with [seed=0,1], this command asks for [seed=0,1,2]" in err

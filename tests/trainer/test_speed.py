@@ -65,10 +65,12 @@ def test_warm_up_leaves_weights_statistics_and_rng_as_they_were() -> None:
 
 
 def test_compiled_model_matches_the_eager_one() -> None:
+    # aot_eager: TorchDynamo's capture and AOTAutograd's forward and backward graphs of our model, without
+    # inductor's C++ code generation (17 s on a fresh machine; tests/bench/test_bench.py runs that path).
     torch.manual_seed(0)
     eager = LeNet()
     compiled = copy.deepcopy(eager)
-    compiled.compile()
+    compiled.compile(backend="aot_eager")
     images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     assert torch.allclose(compiled(images), eager(images), atol=1e-5)
     assert one_step(compiled, images, labels) == pytest.approx(one_step(eager, images, labels), abs=1e-5)
