@@ -19,7 +19,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-
 from data.sources import RAW_FILES, read_idx
 
 log = logging.getLogger(__name__)
