@@ -52,6 +52,7 @@ def device_name(device: torch.device) -> str:
 def versions() -> dict[str, str]:
     """Python, torch and torchvision versions."""
     import torchvision  # here, not at the top: 1.5 s of imports that a run reading a pickle does not need
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

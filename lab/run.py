@@ -213,8 +213,9 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         if before is not None and before["status"] == "completed":
             log.info(f"job {job.number} [{' '.join(identity(job.overrides))}] completed before: skipped")
             return before.get("best_val_acc")
-        if cfg.resume is None and resume_checkpoint("auto", job.run_dir):
-            cfg.resume = "auto"  # a stopped job continues from its last.pt
+        stopped_at = resume_checkpoint("auto", job.run_dir)
+        if cfg.resume is None and stopped_at is not None:
+            cfg.resume = str(stopped_at)  # a stopped job continues from its last.pt
     write_status(job.run_dir, "running", job.overrides)
     try:
         setup, resume = prepare(cfg, job.run_dir, job.number)
