@@ -44,7 +44,7 @@ format: install
 	$(PY) -m ruff format .
 
 tensorboard: install  ## open TensorBoard on LOGDIR (default outputs; multirun for sweeps); every per-step point kept
-	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --samples_per_plugin scalars=0
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --samples_per_plugin scalars=1000000
 
 clean:  ## remove run outputs (not the data, not the venv)
 	rm -rf outputs multirun
