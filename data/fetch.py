@@ -19,7 +19,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from data.sources import RAW_FILES, read_idx
+from data.sources import RAW_FILES, file_md5, read_idx
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class FetchError(RuntimeError):
 
 def unverified_files(raw: Path) -> list[str]:
     """Names of the official raw files that are missing from `raw` or fail their md5 check."""
-    from torchvision.datasets.utils import check_integrity  # torchvision: 1.5 s of imports, only when used
-
-    return [name for name, md5 in RAW_FILES.items() if not check_integrity(str(raw / name), md5)]
+    return [
+        name for name, md5 in RAW_FILES.items() if not (raw / name).is_file() or file_md5(raw / name) != md5
+    ]
 
 
 def fetch_mnist(root: str | Path) -> Path:

@@ -184,3 +184,15 @@ def test_made_pickle_holds_exactly_the_official_files(mnist_root: Path) -> None:
     from_idx, from_pickle = read_idx(mnist_root), read_pickle(mnist_root / "mnist.pkl")
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(from_idx, name), getattr(from_pickle, name)), name
+
+
+def test_idx_files_read_into_the_same_tensors_as_torchvisions_mnist(mnist_root: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    ours = read_idx(mnist_root)
+    for train, images, labels in (
+        (True, ours.train_images, ours.train_labels),
+        (False, ours.test_images, ours.test_labels),
+    ):
+        theirs = MNIST(str(mnist_root), train=train)
+        assert torch.equal(images, theirs.data) and torch.equal(labels, theirs.targets)
