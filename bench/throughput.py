@@ -65,7 +65,14 @@ def mnist_lab_epoch(model_name: str, batch_size: int, device: str, images: int |
     if floor:
         fixed = next(iter(batches))
         batches = itertools.repeat(fixed, len(state.train_batches))
-    stats = train_one_epoch(state.model, batches, state.optimizer, state.scheduler, precision=state.precision)
+    stats = train_one_epoch(
+        state.model,
+        batches,
+        state.optimizer,
+        state.scheduler,
+        criterion=state.criterion,
+        precision=state.precision,
+    )
     return stats.images_per_second
 
 

@@ -35,7 +35,12 @@ def run_one(model: str, seed: int, overrides: list[str]) -> dict[str, Any]:
     seconds, curve = 0.0, []
     for epoch in range(1, cfg.trainer.epochs + 1):
         stats = train_one_epoch(
-            state.model, state.train_batches, state.optimizer, state.scheduler, precision=state.precision
+            state.model,
+            state.train_batches,
+            state.optimizer,
+            state.scheduler,
+            criterion=state.criterion,
+            precision=state.precision,
         )
         seconds += stats.seconds
         test = evaluate(state.model, setup.test_batches, amp_dtype=state.precision.dtype)

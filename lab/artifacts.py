@@ -44,7 +44,7 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
     data.source.path=x.pkl replaces `data`), composed from configs/ as train.py would."""
     path = checkpoint_path(ckpt, BEST, "ckpt")
     checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
+    cfg = saved_config(checkpoint)
     if overrides:
         composed = compose(*overrides)
         for group in {override_key(o).split(".", 1)[0] for o in overrides}:
@@ -64,7 +64,19 @@ RESUME_MUST_MATCH = (
     "seed",
     "trainer.batch_size",
     "trainer.epochs",
+    "trainer.label_smoothing",
 )
+# Keys added since a checkpoint may have been written, with the value the code that wrote it used.
+BEFORE_KEYS_EXISTED = {"trainer.label_smoothing": 0.0}
+
+
+def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
+    """The config a checkpoint was trained with; keys added since it was written get the value it used."""
+    cfg = OmegaConf.create(checkpoint["config"])
+    for key, value in BEFORE_KEYS_EXISTED.items():
+        if OmegaConf.select(cfg, key) is None:
+            OmegaConf.update(cfg, key, value)
+    return cfg
 
 
 def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
@@ -80,12 +92,12 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
 def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint at `path` (weights only) and refuse it if it was made under a different config."""
     checkpoint = load_checkpoint(path)
-    saved, current = OmegaConf.create(checkpoint["config"]), OmegaConf.create(to_plain(cfg))
-    differences = [
-        f"{key}: checkpoint {OmegaConf.select(saved, key)!r}, now {OmegaConf.select(current, key)!r}"
-        for key in RESUME_MUST_MATCH
-        if OmegaConf.select(saved, key) != OmegaConf.select(current, key)
-    ]
+    saved, current = saved_config(checkpoint), OmegaConf.create(to_plain(cfg))
+    differences = []
+    for key in RESUME_MUST_MATCH:
+        then = OmegaConf.select(saved, key)
+        if then != OmegaConf.select(current, key):
+            differences.append(f"{key}: checkpoint {then!r}, now {OmegaConf.select(current, key)!r}")
     if differences:
         raise ValueError(f"resume={path} does not match this config: " + "; ".join(differences))
     return checkpoint

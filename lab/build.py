@@ -83,5 +83,6 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     if cfg.trainer.compile:
         model.compile()  # in place: the state dict keeps its keys
         compile_seconds = warm_up(model, train_batches.batch_sizes(), val_batches.batch_sizes())
-    state = TrainState(model, optimizer, scheduler, train_batches, precision, config=to_plain(cfg))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))
     return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

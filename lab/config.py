@@ -81,6 +81,7 @@ CHECKED_KEYS = {
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": _OPTIONAL_POSITIVE_INT,
     "trainer.max_steps": _OPTIONAL_POSITIVE_INT,
+    "trainer.label_smoothing": (lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
     "trainer.histograms_every": _NON_NEGATIVE_INT,
 }
 

@@ -1,8 +1,10 @@
 """The training loop: `train_one_epoch`, and `fit`, which adds validation, TensorBoard, tqdm, checkpoints
 and stops; `final_evaluation` tests the best weights once at the end."""
 
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +20,11 @@ from trainer.stopping import NonFiniteLoss, StopRequests
 from trainer.tensorboard import RunLog, epoch_scalars
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRESS_EVERY = 25  # steps between updates of the bar's running loss (each update synchronises)
 EpochEnd = Callable[[int, EpochStats], None]  # (epoch, validation stats) after the epoch is saved and logged
+Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits (B, 10), labels (B,)) -> mean loss
 
 
 def train_one_epoch(
@@ -29,27 +33,33 @@ def train_one_epoch(
     optimizer: Optimizer,
     scheduler: LRScheduler,
     *,
+    criterion: Criterion = F.cross_entropy,
     precision: Precision | None = None,
-    should_stop: Callable[[int], bool] | None = None,
     tally: Tally | None = None,
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
-    `precision` runs the forward pass under autocast and scales float16 losses. `should_stop(steps_done)` is
-    asked after every step; True ends the pass there. A NaN or infinite loss raises NonFiniteLoss before its
-    update is applied (the check reads the loss: on CUDA, a synchronisation). If `batches` is a tqdm bar it
-    shows the running loss and accuracy.
+    `criterion(logits, labels)` is the training loss (e.g. `nn.CrossEntropyLoss(label_smoothing=0.1)`).
+    `precision` runs the forward pass under autocast and scales float16 losses. A NaN or infinite loss raises
+    NonFiniteLoss naming its step: on the CPU before its update is applied; on an accelerator the check is a
+    flag kept on the device and read every `PROGRESS_EVERY` steps and at the end (no per-step
+    synchronisation), so the updates since the last read were applied in memory, never saved. If `batches`
+    is a tqdm bar it shows the running loss and accuracy.
     """
     model.train()
     device = next(model.parameters()).device
     precision = precision or Precision()
     tally = tally or Tally(device)
+    check_every = 1 if device.type == "cpu" else PROGRESS_EVERY
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # the first non-finite step; 0: none
+    step = 0
     for step, (images, labels) in enumerate(batches, start=1):
         with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
             logits = model(images)  # (B, 10)
-            loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} of this pass")
+            loss = criterion(logits, labels)
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+        if step % check_every == 0:
+            _check_finite(first_bad, loss, applied=check_every > 1)
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is None:
             loss.backward()
@@ -64,9 +74,16 @@ def train_one_epoch(
         if isinstance(batches, tqdm) and step % PROGRESS_EVERY == 0:
             running = tally.stats()
             batches.set_postfix(loss=f"{running.loss:.4f}", acc=f"{running.accuracy:.2%}", refresh=False)
-        if should_stop is not None and should_stop(step):
-            break
+    if step % check_every:
+        _check_finite(first_bad, loss, applied=True)
     return tally.stats()
+
+
+def _check_finite(first_bad: Tensor, loss: Tensor, *, applied: bool) -> None:
+    """Raise NonFiniteLoss if the device-side flag `first_bad` names a step (one synchronisation)."""
+    bad_step = int(first_bad)
+    if bad_step:
+        raise NonFiniteLoss(bad_step, None if applied else loss.item())
 
 
 def fit(
@@ -121,11 +138,19 @@ def _train_epoch(
     `state.tally` keeps the epoch's running sums for the checkpoint."""
     tally, state.tally = Tally(state.device, state.tally), None
     steps_before = state.progress.step
-    bar = tqdm(state.train_batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=None)
+    batches = _until(state.train_batches, lambda done: stop.reached(steps_before + done))
+    bar = tqdm(
+        batches,
+        f"epoch {epoch}/{epochs}",
+        total=len(state.train_batches),
+        unit="batch",
+        leave=False,
+        disable=None,
+    )
     try:
         train = train_one_epoch(
-            state.model, bar, state.optimizer, state.scheduler, precision=state.precision,
-            should_stop=lambda done: stop.reached(steps_before + done), tally=tally,
+            state.model, bar, state.optimizer, state.scheduler, criterion=state.criterion,
+            precision=state.precision, tally=tally,
         )  # fmt: skip
     except NonFiniteLoss as error:
         kept = (
@@ -133,10 +158,10 @@ def _train_epoch(
             if checkpoints.last.exists()
             else "no checkpoint written yet"
         )
-        raise NonFiniteLoss(
-            f"{error}: epoch {epoch}, global step {steps_before + len(tally.step_losses) + 1}; "
-            f"the update was not applied; {kept}"
-        ) from None
+        value = "not finite" if error.value is None else error.value
+        applied = "applied in memory from there on, never saved" if error.value is None else "not applied"
+        raise NonFiniteLoss(error.step, error.value, f"loss is {value} at epoch {epoch}, global step "
+                            f"{steps_before + error.step}; the update was {applied}; {kept}") from None  # fmt: skip
     finally:
         bar.close()
     step_losses = tally.take_step_losses()
@@ -144,6 +169,19 @@ def _train_epoch(
     if state.train_batches.next_batch < len(state.train_batches):
         state.tally = tally.state_dict()
     return train, step_losses
+
+
+def _until(batches: Iterable[T], should_stop: Callable[[int], bool]) -> Iterator[T]:
+    """`batches`, ending early when `should_stop(batches_taken)` says so, asked before each batch after the first
+    (so the loader is never asked for a batch that will not be trained on)."""
+    iterator = iter(batches)
+    for taken in itertools.count():
+        if taken and should_stop(taken):
+            return
+        batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def final_evaluation(

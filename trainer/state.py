@@ -65,7 +65,7 @@ class Progress:
 
 @dataclass
 class TrainState:
-    """The model, its optimizer, schedule and precision, the training batches' position, and the progress.
+    """The model, its optimizer, schedule, loss and precision, the training batches' position, the progress.
 
     `config` is the run's config as plain values, stored in every checkpoint; `tally` is the unfinished
     epoch's running sums when a checkpoint is taken (or restored) in the middle of an epoch.
@@ -75,6 +75,7 @@ class TrainState:
     optimizer: Optimizer
     scheduler: LRScheduler
     train_batches: DeviceBatches
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)  # the training loss (stateless)
     precision: Precision = field(default_factory=Precision)
     config: dict[str, Any] = field(default_factory=dict)
     progress: Progress = field(default_factory=Progress)

@@ -19,7 +19,13 @@ class TrainingStopped(Exception):  # noqa: N818 (a stop, not an error)
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the step that produced it was not applied."""
+    """The loss became NaN or infinite at `step` of a pass; `value` is None when the check came after the
+    update (on an accelerator the check is deferred to avoid a synchronisation per step)."""
+
+    def __init__(self, step: int, value: float | None, message: str | None = None) -> None:
+        value_text = "not finite" if value is None else value
+        super().__init__(message or f"loss is {value_text} at step {step} of this pass")
+        self.step, self.value = step, value
 
 
 class StopRequests:

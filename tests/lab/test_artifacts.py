@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from lab.artifacts import checkpoint_path, load_trained, resume_checkpoint
+from lab.artifacts import checkpoint_path, load_trained, resume_checkpoint, saved_config
 from lab.build import build
 from lab.config import PROJECT_ROOT, compose
 from lab.evaluate import evaluate_trained
@@ -46,7 +46,7 @@ def test_an_old_checkpoint_gives_the_validation_accuracy_it_recorded(old_run: Pa
     trained = load_trained(str(old_run), [])
     recorded = load_checkpoint(old_run / "checkpoints" / "best.pt")
     assert type(trained.model).__name__ == "LeNet" and recorded["best_epoch"] == 1
-    setup = build(OmegaConf.create(recorded["config"]))
+    setup = build(saved_config(recorded))
     stats = evaluate(trained.model, setup.val_batches)
     assert stats.accuracy == recorded["best_val_acc"] == 0.7132  # the same 5,000 images, the same weights
     report = evaluate_trained(trained, str(old_run / "cm.png"))

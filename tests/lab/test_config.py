@@ -100,6 +100,7 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
         ),
         ("data.max_shift=-1", "data.max_shift must be an integer >= 0, got -1"),
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),
+        ("trainer.label_smoothing=1", "trainer.label_smoothing must be a number in [0, 1), got 1"),
     ],
 )
 def test_values_no_run_could_use_are_refused_by_key_and_value(override: str, message: str) -> None:

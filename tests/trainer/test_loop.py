@@ -1,7 +1,9 @@
-"""trainer/loop.py: an epoch lowers the loss; mixed precision tracks float32."""
+"""trainer/loop.py: an epoch lowers the loss; the criterion is the training loss; mixed precision tracks
+float32; a non-finite loss names its step (on CUDA, without a per-step synchronisation)."""
 
 import pytest
 import torch
+from torch import nn
 
 from data.loader import DeviceBatches
 from models import LeNet
@@ -10,6 +12,7 @@ from trainer.evaluation import evaluate
 from trainer.loop import train_one_epoch
 from trainer.schedules import constant
 from trainer.state import Precision
+from trainer.stopping import NonFiniteLoss
 
 
 def test_train_one_epoch_lowers_the_loss_on_learnable_data() -> None:
@@ -45,3 +48,44 @@ def test_mixed_precision_epoch_tracks_float32(precision: torch.dtype, tolerance:
             train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), precision=precision)
         )
     assert results[1].loss == pytest.approx(results[0].loss, rel=tolerance)
+
+
+def test_the_criterion_is_the_loss_trained_and_reported() -> None:
+    images, labels = synthetic_digits(128, 0)
+    batches = DeviceBatches(
+        torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu")
+    )
+    torch.manual_seed(0)
+    model = LeNet()
+    adam = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):  # confident predictions, where smoothing matters
+        train_one_epoch(model, batches, adam, constant(adam, 0, 0))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay: the losses can be recomputed
+    smoothed = nn.CrossEntropyLoss(label_smoothing=0.1)
+    stats = train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), criterion=smoothed)
+    with torch.no_grad():
+        expected = sum(smoothed(model(x), y) * len(y) for x, y in batches) / 128
+        plain = sum(nn.functional.cross_entropy(model(x), y) * len(y) for x, y in batches) / 128
+    assert stats.loss == pytest.approx(expected.item(), rel=1e-5)
+    assert stats.loss > plain.item() + 0.1  # smoothing changed the loss
+
+
+@pytest.mark.cuda
+def test_on_cuda_a_non_finite_loss_is_found_without_a_per_step_synchronisation() -> None:
+    images, labels = synthetic_digits(64 * 30, 0)
+    batches = DeviceBatches(
+        torch.from_numpy(images), torch.from_numpy(labels).long(), 64, torch.device("cuda")
+    )
+    model = LeNet().cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    calls = {"n": 0}
+
+    def nan_from_step_7(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss * float("nan") if calls["n"] >= 7 else loss
+
+    with pytest.raises(NonFiniteLoss, match=r"^loss is not finite at step 7 of this pass") as error:
+        train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), criterion=nan_from_step_7)
+    assert error.value.step == 7 and error.value.value is None
+    assert calls["n"] == 25  # read at the 25th step, not at every one
