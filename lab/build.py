@@ -13,6 +13,7 @@ from data.loader import DeviceBatches, split_validation
 from data.sources import MNISTData
 from lab.config import PRECISIONS, check_config, to_plain
 from trainer.device import choose_device
+from trainer.loop import run_steps
 from trainer.speed import configure_threads, prefers_channels_last, warm_up
 from trainer.state import Precision, TrainState
 
@@ -75,7 +76,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     steps_per_epoch = len(train_batches)
     scheduler = instantiate(cfg.scheduler)(
-        optimizer, total_steps=cfg.trainer.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
+        optimizer, total_steps=run_steps(cfg.trainer.epochs, steps_per_epoch), steps_per_epoch=steps_per_epoch
     )
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
     precision = Precision(PRECISIONS[cfg.trainer.precision], scaler)

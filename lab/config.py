@@ -63,7 +63,10 @@ _NON_NEGATIVE_INT = (lambda v: type(v) is int and v >= 0, "an integer >= 0")
 _OPTIONAL_POSITIVE_INT = (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0")
 CHECKED_KEYS = {
     "seed": (lambda v: type(v) is int, "an integer"),
-    "trainer.epochs": _NON_NEGATIVE_INT,
+    "trainer.epochs": (
+        lambda v: type(v) in (int, float) and v >= 0,
+        "a number >= 0 (1.5: one and a half passes over the training data)",
+    ),
     "trainer.batch_size": _POSITIVE_INT,
     "trainer.eval_batch_size": _POSITIVE_INT,
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),

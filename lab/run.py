@@ -99,7 +99,7 @@ def train_built(
             run_log.start(state.model, example, texts(cfg, layers, origin))
         progress = fit(state, setup.val_batches, epochs=cfg.trainer.epochs, checkpoints=checkpoints,
                        run_log=run_log, stop=StopRequests(cfg.trainer.max_steps), on_epoch_end=on_epoch_end)  # fmt: skip
-        test = final_evaluation(state, setup.test_batches, checkpoints, run_log, step=cfg.trainer.epochs)
+        test = final_evaluation(state, setup.test_batches, checkpoints, run_log, step=progress.epoch)
         if hparams is not None:
             run_log.hparams(*hparams)
     seconds = progress.train_seconds
@@ -132,7 +132,7 @@ def describe(setup: Setup, cfg: DictConfig) -> str:
         f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {threads} thread{'s' if threads > 1 else ''}"
         f"{', channels_last' if setup.channels_last else ''}, {cfg.trainer.precision}: "
         f"{setup.state.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
-        f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs} epochs of {len(setup.state.train_batches)} steps"
+        f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs:g} epochs of {len(setup.state.train_batches)} steps"
     )
     if setup.compile_seconds is not None:
         line += f"\ntorch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)"

@@ -1,4 +1,4 @@
-"""Pieces shared by the models: activations by name, conv/pool output sizes, the residual block."""
+"""Pieces shared by the models: activations and pooling by name, conv/pool output sizes, the residual block."""
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,6 +12,17 @@ def make_activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+POOLS: dict[str, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+
+
+def make_pool(name: str, kernel_size: int = 2) -> nn.Module:
+    """Return a `kernel_size` pooling layer of kind `name` (one of POOLS: LeNet-5 averages, later nets take the max)."""
+    try:
+        return POOLS[name](kernel_size)
+    except KeyError:
+        raise ValueError(f"model.pool must be one of {sorted(POOLS)}, got {name!r}") from None
 
 
 def out_dim(in_dim: int, kernel_size: int, padding: int = 0, stride: int = 1, dilation: int = 1) -> int:

@@ -7,7 +7,7 @@ table's shapes layer by layer: 6x28x28, 6x14x14, 16x10x10, 16x5x5, 120.
 
 from torch import Tensor, nn
 
-from models.blocks import conv_whole_input, make_activation, out_dim
+from models.blocks import conv_whole_input, make_activation, make_pool, out_dim
 
 PAPER_PADDING = 2  # (32 - 28) / 2: LeCun et al. (1998) centre the 28x28 digit in a 32x32 field
 
@@ -33,14 +33,21 @@ def _c5_features(image_size: int) -> int:
 
 
 class LeNet(nn.Module):
-    """LeNet-5 (tanh, average pooling), 61,706 parameters on 28x28 input; returns logits."""
+    """LeNet-5 (tanh, average pooling), 61,706 parameters on 28x28 input; returns logits.
+
+    `activation` and `pool` ("max") give the modern variant (ReLU, max pooling) with the same parameters."""
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28, activation: str = "tanh"
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        activation: str = "tanh",
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         self.conv = _lenet_convs(in_channels)
-        self.pool = nn.AvgPool2d(2)
+        self.pool = make_pool(pool)
         self.activation = make_activation(activation)
         self.fc = nn.ModuleList([nn.Linear(_c5_features(image_size), 84), nn.Linear(84, num_classes)])
 

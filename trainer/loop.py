@@ -102,10 +102,11 @@ def fit(
     to end the run (a search's pruner does)."""
     stop = stop or StopRequests()
     progress = state.progress
+    last_step = run_steps(epochs, len(state.train_batches))  # a fractional last epoch ends early
     with stop:
         while progress.epoch < epochs:
             epoch, steps_before = progress.epoch + 1, progress.step
-            train, step_losses = _train_epoch(state, epoch, epochs, stop, checkpoints)
+            train, step_losses = _train_epoch(state, (epoch, epochs), stop, checkpoints, last_step)
             if state.tally is not None:  # stopped inside the epoch
                 checkpoints.save(state.state_dict())
                 run_log.step_losses(step_losses, steps_before)
@@ -114,7 +115,7 @@ def fit(
             val, val_predictions = predict(state.model, val_batches, amp_dtype=state.precision.dtype)
             scalars = epoch_scalars(train, val, lr=state.scheduler.get_last_lr()[0])
             log.info(
-                f"epoch {epoch}/{epochs}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
+                f"epoch {epoch}/{epochs:g}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
                 f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {scalars['lr']:.2e}  "
                 f"{train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
             )
@@ -131,17 +132,26 @@ def fit(
     return progress
 
 
+def run_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimiser steps in a run of `epochs` passes (1.5: one and a half): the schedules' length."""
+    return round(epochs * steps_per_epoch)
+
+
 def _train_epoch(
-    state: TrainState, epoch: int, epochs: int, stop: StopRequests, checkpoints: Checkpoints
+    state: TrainState, of: tuple[int, float], stop: StopRequests, checkpoints: Checkpoints, last_step: int
 ) -> tuple[EpochStats, list[float]]:
-    """One epoch of `fit` under a progress bar: its stats and per-step losses. Stopped inside the epoch,
-    `state.tally` keeps the epoch's running sums for the checkpoint."""
+    """One epoch of `fit` (`of`: this epoch and the run's epochs) under a progress bar, ending at global step
+    `last_step` if it comes first: its stats and per-step losses. Stopped inside the epoch, `state.tally`
+    keeps the epoch's running sums for the checkpoint."""
     tally, state.tally = Tally(state.device, state.tally), None
-    steps_before = state.progress.step
-    batches = _until(state.train_batches, lambda done: stop.reached(steps_before + done))
+    steps_before, (epoch, epochs) = state.progress.step, of
+    batches = _until(
+        state.train_batches,
+        lambda done: steps_before + done >= last_step or stop.reached(steps_before + done),
+    )
     bar = tqdm(
         batches,
-        f"epoch {epoch}/{epochs}",
+        f"epoch {epoch}/{epochs:g}",
         total=len(state.train_batches),
         unit="batch",
         leave=False,
@@ -166,7 +176,7 @@ def _train_epoch(
         bar.close()
     step_losses = tally.take_step_losses()
     state.progress.step = steps_before + len(step_losses)
-    if state.train_batches.next_batch < len(state.train_batches):
+    if state.progress.step < last_step and state.train_batches.next_batch < len(state.train_batches):
         state.tally = tally.state_dict()
     return train, step_losses
 

@@ -13,12 +13,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from data.loader import DeviceBatches
 from data.sources import read_idx
 from lab.build import build
+from lab.config import compose
 from lab.run import Job, run_job, train, train_built
 from lab.status import read_status
 from models import LeNet
 from tests.conftest import scalars, tiny_config
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation import evaluate
+from trainer.schedules import one_cycle
 from trainer.stopping import NonFiniteLoss, TrainingStopped
 from trainer.tensorboard import EPOCH_TAGS
 
@@ -161,6 +163,35 @@ def test_resume_mid_epoch_matches_never_stopping(tmp_path: Path, tiny_mnist: Pat
         for run in (resumed, expected)
     ]
     assert untimed[0] == untimed[1]
+
+
+def test_fractional_epochs_end_normally_and_resume_inside_the_last_part(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    straight = tmp_path / "straight"
+    metrics = train(tiny_config(tiny_mnist, "trainer.epochs=1.5"), straight)
+    last = load_checkpoint(straight / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step"], last["tally"]) == (2, 24, None)  # 16 + 8 steps: a finished run
+    assert metrics["epochs"] == 1.5 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [step for step, _ in scalars(straight, "train/loss_per_step")] == list(range(1, 25))
+    assert [step for step, _ in scalars(straight, "test/acc")] == [2]
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=compose().optimizer.lr)
+    schedule = one_cycle(optimizer, total_steps=24, steps_per_epoch=16)
+    for _ in range(24):
+        optimizer.step()
+        schedule.step()
+    assert metrics["history"][-1]["lr"] == pytest.approx(schedule.get_last_lr()[0])  # the schedule spans 1.5
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(TrainingStopped, match="in epoch 2"):
+        train(tiny_config(tiny_mnist, "trainer.epochs=1.5", "trainer.max_steps=20"), stopped)
+    resumed = train(tiny_config(tiny_mnist, "trainer.epochs=1.5", "resume=auto"), stopped)
+    assert without_timings(resumed) == without_timings(metrics)
+    again = train(tiny_config(tiny_mnist, "trainer.epochs=1.5", "resume=auto"), stopped)  # nothing left to do
+    assert (
+        load_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 24
+        and again["test_acc"] == metrics["test_acc"]
+    )
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnist: Path) -> None:

@@ -106,3 +106,15 @@ def test_c5_falls_back_to_the_convolution_on_larger_inputs() -> None:
     model = LeNet(image_size=32)  # C5 sees 6x6 and gives 120x2x2
     assert model.fc[0].in_features == 480
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_the_modern_variant_takes_maxima_with_the_same_parameters() -> None:
+    torch.manual_seed(0)
+    paper, modern = LeNet(), LeNet(activation="relu", pool="max")
+    assert isinstance(modern.pool, nn.MaxPool2d) and isinstance(modern.activation, nn.ReLU)
+    modern.load_state_dict(paper.state_dict())  # same layout, same 61,706 parameters
+    x = torch.randn(4, 1, 28, 28)
+    s2 = modern.pool(modern.activation(modern.conv[0](x)))
+    assert torch.equal(s2, F.max_pool2d(F.relu(paper.conv[0](x)), 2))
+    with pytest.raises(ValueError, match=r"model.pool must be one of \['avg', 'max'\], got 'min'"):
+        LeNet(pool="min")
