@@ -14,7 +14,7 @@ from data.sources import MNISTData
 from lab.config import PRECISIONS, check_config, to_plain
 from trainer.device import choose_device
 from trainer.loop import run_steps
-from trainer.speed import configure_threads, prefers_channels_last, warm_up
+from trainer.speed import configure_threads, prefers_channels_last, tune_for, warm_up
 from trainer.state import Precision, TrainState
 
 
@@ -70,6 +70,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     check_config(cfg)
     device = choose_device(cfg.trainer.device, job)
     threads = configure_threads(cfg.trainer.threads)
+    tune_for(device)
     train_batches, val_batches, test_batches = build_batches(cfg, device)
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model, channels_last = build_model(cfg, device)

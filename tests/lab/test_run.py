@@ -12,8 +12,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from data.loader import DeviceBatches
 from data.sources import read_idx
+from lab.artifacts import load_trained
 from lab.build import build
 from lab.config import compose
+from lab.evaluate import evaluate_trained
+from lab.export import export_trained
 from lab.run import Job, run_job, train, train_built
 from lab.status import read_status
 from models import LeNet
@@ -288,3 +291,29 @@ def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: 
     assert (
         read_status(tmp_path)["status"] == "completed" and read_status(tmp_path)["best_val_acc"] == completed
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_cuda_a_run_trains_resumes_exactly_evaluates_and_exports(
+    tmp_path: Path, tiny_mnist: Path, precision: str
+) -> None:
+    on_cuda = ("trainer.device=cuda", f"trainer.precision={precision}")
+    straight = train(tiny_config(tiny_mnist, *on_cuda), tmp_path / "straight")
+    assert straight["device"] == "cuda" and straight["test_acc"] > 0.5
+    assert torch.backends.cudnn.benchmark
+    with pytest.raises(TrainingStopped):
+        train(tiny_config(tiny_mnist, *on_cuda, "trainer.max_steps=21"), tmp_path / "stopped")
+    resumed = train(tiny_config(tiny_mnist, *on_cuda, "resume=auto"), tmp_path / "stopped")
+    final = [
+        load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["model"] for d in ("straight", "stopped")
+    ]
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])  # exact: cudnn is deterministic here
+    assert resumed["test_acc"] == straight["test_acc"]
+
+    trained = load_trained(str(tmp_path / "straight"), [])
+    assert trained.device.type == "cuda"
+    report = evaluate_trained(trained, str(tmp_path / "eval" / "cm.png"))
+    assert f"accuracy {straight['test_acc']:.2%}" in report
+    report, passed = export_trained(load_trained(str(tmp_path / "straight"), []), "torchscript", None)
+    assert passed, report
