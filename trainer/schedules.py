@@ -36,8 +36,12 @@ def one_cycle(
     warmup_fraction: float = 0.25,
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
+    cycle_momentum: bool = True,
 ) -> LRScheduler:
-    """Warm up to the optimizer's learning rate over `warmup_fraction` of the run, then anneal (Smith 2018)."""
+    """Warm up to the optimizer's learning rate over `warmup_fraction` of the run, then anneal (Smith 2018).
+
+    `cycle_momentum` (torch's default) also moves the momentum, Adam's first beta, from 0.95 to 0.85 and back
+    against the learning rate; false leaves the optimizer's own."""
     if not 0.0 < warmup_fraction < 1.0:
         raise ValueError(f"scheduler.warmup_fraction must be in (0, 1), got {warmup_fraction}")
     peak = [group["lr"] for group in optimizer.param_groups]
@@ -51,4 +55,5 @@ def one_cycle(
         pct_start=warmup_fraction,
         div_factor=div_factor,
         final_div_factor=final_div_factor,
+        cycle_momentum=cycle_momentum,
     )

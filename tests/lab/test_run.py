@@ -113,7 +113,10 @@ def test_test_set_is_evaluated_with_the_best_checkpoint(tmp_path: Path, tiny_mni
     ("override", "message"),
     [
         ("trainer.batch_size=0", "trainer.batch_size must be an integer > 0, got 0"),
-        ("trainer.epochs=-1", "trainer.epochs must be an integer >= 0, got -1"),
+        (
+            "trainer.epochs=-1",
+            "trainer.epochs must be a number >= 0 (1.5: one and a half passes over the training data), got -1",
+        ),
         ("optimizer.lr=-0.1", "optimizer.lr must be a number > 0, got -0.1"),
         (
             "data.validation_size=0",
@@ -195,6 +198,17 @@ def test_fractional_epochs_end_normally_and_resume_inside_the_last_part(
         load_checkpoint(stopped / "checkpoints" / "last.pt")["step"] == 24
         and again["test_acc"] == metrics["test_acc"]
     )
+
+
+def test_the_speedrun_recipe_builds_what_it_says_and_runs(tmp_path: Path, tiny_mnist: Path) -> None:
+    cfg = tiny_config(tiny_mnist, "experiment=speedrun", "trainer.epochs=1.5")
+    setup = build(cfg)
+    model, optimizer = setup.state.model, setup.state.optimizer
+    assert isinstance(model.pool, torch.nn.MaxPool2d) and isinstance(model.activation, torch.nn.ReLU)
+    assert optimizer.param_groups[0]["betas"] == (0.7, 0.9)
+    assert setup.state.criterion.label_smoothing == 0.1 and setup.state.train_batches.max_shift == 1
+    metrics = train(cfg, tmp_path)
+    assert metrics["epochs"] == 1.5 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 24
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnist: Path) -> None:
