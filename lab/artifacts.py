@@ -66,15 +66,18 @@ RESUME_MUST_MATCH = (
     "trainer.epochs",
     "trainer.label_smoothing",
 )
-# Keys added since a checkpoint may have been written, with the value the code that wrote it used.
-BEFORE_KEYS_EXISTED = {"trainer.label_smoothing": 0.0}
+# Keys added since a checkpoint may have been written: (key, the value the code that wrote it used, and the
+# `_target_` its group must have for the key to apply, or None for any).
+ADDED_KEYS = [("trainer.label_smoothing", 0.0, None), ("model.pool", "avg", "models.LeNet")]
 
 
 def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The config a checkpoint was trained with; keys added since it was written get the value it used."""
     cfg = OmegaConf.create(checkpoint["config"])
-    for key, value in BEFORE_KEYS_EXISTED.items():
-        if OmegaConf.select(cfg, key) is None:
+    for key, value, target in ADDED_KEYS:
+        group = key.split(".", 1)[0]
+        applies = target is None or OmegaConf.select(cfg, f"{group}._target_") == target
+        if applies and OmegaConf.select(cfg, key) is None:
             OmegaConf.update(cfg, key, value)
     return cfg
 

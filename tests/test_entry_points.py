@@ -87,7 +87,12 @@ def start_training(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
 def test_ctrl_c_saves_last_pt_and_exits_130_then_resume_finishes(mnist_root: Path, tmp_path: Path) -> None:
     # SIGTERM takes the same path to its own status, 143: tests/trainer/test_stopping.py sends it for real.
     signum, status = signal.SIGINT, 130
-    args = ["trainer.epochs=2", "data.train_subset=5000", f"hydra.run.dir={tmp_path}"]
+    args = [
+        "trainer.epochs=2",
+        "data.train_subset=5000",
+        "trainer.batch_size=128",
+        f"hydra.run.dir={tmp_path}",
+    ]
     process, output = start_training(args)
     process.send_signal(signum)
     output += process.stdout.readlines()

@@ -170,8 +170,9 @@ def _train_epoch(
         )
         value = "not finite" if error.value is None else error.value
         applied = "applied in memory from there on, never saved" if error.value is None else "not applied"
-        raise NonFiniteLoss(error.step, error.value, f"loss is {value} at epoch {epoch}, global step "
-                            f"{steps_before + error.step}; the update was {applied}; {kept}") from None  # fmt: skip
+        where = f"step {error.step} of this pass: epoch {epoch}, global step {steps_before + error.step}"
+        message = f"loss is {value} at {where}; the update was {applied}; {kept}"
+        raise NonFiniteLoss(error.step, error.value, message) from None
     finally:
         bar.close()
     step_losses = tally.take_step_losses()

@@ -77,7 +77,14 @@ def test_an_old_run_resumes_where_it_stopped(old_run: Path) -> None:
         "data.source.root=data",
         "trainer.histograms_every=0",
     ]
-    metrics = train(compose(*overrides, "resume=auto"), old_run)
+    # The defaults have changed since (batch 64, 1-pixel shifts, label smoothing): the refusal names them ...
+    with pytest.raises(
+        ValueError, match=r"trainer.batch_size: checkpoint 128, now 64; trainer.label_smoothing"
+    ):
+        train(compose(*overrides, "resume=auto"), old_run)
+    # ... and with the settings it was trained with, it continues.
+    then = ["trainer.batch_size=128", "data.max_shift=2", "trainer.label_smoothing=0.0"]
+    metrics = train(compose(*overrides, *then, "resume=auto"), old_run)
     assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
     steps = [step for step, _ in scalars(old_run, "train/loss_per_step")]
     assert steps == list(range(1, 2 * 16 + 1))  # 24 steps before, 8 after: no gap, no duplicate
