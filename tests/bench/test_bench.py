@@ -50,3 +50,15 @@ def test_time_to_accuracy_benchmark_writes_json_and_a_plot(mnist_root: Path, tmp
     assert run["model"] == "resmlp" and run["target"] == 0.983 and len(run["curve"]) == 1
     assert 0 < run["final_test_acc"] < 1 and run["train_seconds"] > 0
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_time_to_accuracy_times_a_whole_experiment(mnist_root: Path, tmp_path: Path) -> None:
+    path = run_bench("bench.time_to_accuracy", tmp_path, "--experiment", "speedrun")
+    content = json.loads(path.read_text())
+    (run,) = content["runs"]  # smoke: seed 0, 1 epoch on 512 images, through lab.run.train
+    assert content["experiment"] == "speedrun" and path.name.startswith("time_to_accuracy-speedrun-")
+    assert run["epochs"] == 1 and 0 < run["test_acc"] < 1 and run["seconds"] > 0
+    summary = content["summary"]
+    assert summary["seconds_median"] == run["seconds"] and summary["test_acc_mean"] == run["test_acc"]
+    assert summary["all_reached_99"] == (run["test_acc"] >= 0.99)
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
