@@ -3,17 +3,21 @@
   (a) classic   torchvision's MNIST with ToTensor + Normalize through a DataLoader (num_workers=0), the
                 loop of pytorch/examples' mnist/main.py: what a user writes first;
   (b) mnist-lab train.py's own path (`lab.build.build` + `train_one_epoch`) with the default settings;
-  (c) floor     the same model, optimizer and loop as (b) fed one fixed pre-made batch: no data work.
+  (c) floor     the same model class, optimizer and step fed one fixed pre-made batch: no data work, in
+                four variants, eager or torch.compile'd, contiguous or channels_last; the floor of a
+                (model, batch size) is the variant with the best median, the others are kept in the JSON.
 
-    python -m bench.throughput [--rounds 5] [--models lenet lenet_res resmlp] [--batch-sizes 64 256]
+    python -m bench.throughput [--rounds 5] [--models lenet lenet_res resmlp] [--batch-sizes 128 256]
 
-Each round runs every contender for one epoch, in a new random order. Prints a table and writes
+Each round runs every contender for one epoch, in a new random order. Every set-up is built once and kept
+for all rounds, so a compiled variant's warm-up (reported apart) is paid once. Prints a table and writes
 bench/results/throughput-<date>.json (medians, min, max, per-round ratios, machine, versions).
 """
 
 import argparse
 import itertools
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +28,21 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from bench import RESULTS, machine, spread, write_result
-from lab.build import build
+from lab.build import Setup, build
 from lab.config import PROJECT_ROOT, compose
 from models import LeNet, LeNetRes, ResBlockMLP
 from trainer import choose_device, train_one_epoch
 
 MODELS = {"lenet": LeNet, "lenet_res": LeNetRes, "resmlp": ResBlockMLP}  # the configs' defaults
-PIPELINES = ("classic", "mnist-lab", "floor")
+FLOORS = {  # variant -> its overrides
+    f"floor-{mode}-{layout}": [
+        f"trainer.compile={mode == 'compiled'}",
+        f"trainer.channels_last={layout == 'cl'}",
+    ]
+    for mode in ("eager", "compiled")
+    for layout in ("contiguous", "cl")
+}
+PIPELINES = ("classic", "mnist-lab", *FLOORS)
 
 
 def classic_epoch(model_name: str, batch_size: int, device: torch.device, images: int | None) -> float:
@@ -55,24 +67,27 @@ def classic_epoch(model_name: str, batch_size: int, device: torch.device, images
     return len(dataset) / (time.perf_counter() - start)
 
 
-def mnist_lab_epoch(model_name: str, batch_size: int, device: str, images: int | None, floor: bool) -> float:
-    """(b), or (c) with `floor`: one epoch of train.py's own set-up and loop; returns images per second."""
+def build_contender(
+    model_name: str, batch_size: int, device: str, images: int | None, pipeline: str
+) -> Setup:
+    """(b) with the default settings, or a floor variant: built once, trained on in every round."""
     overrides = [f"model={model_name}", f"trainer.batch_size={batch_size}", f"trainer.device={device}"]
     if images is not None:
         overrides.append(f"data.train_subset={images}")
-    state = build(compose(*overrides)).state
+    return build(compose(*overrides, *FLOORS.get(pipeline, [])))
+
+
+def mnist_lab_epoch(setup: Setup, floor: bool) -> float:
+    """(b), or (c) with `floor`: one epoch of train.py's own loop; returns images per second."""
+    state = setup.state
     batches = state.train_batches
     if floor:
         fixed = next(iter(batches))
         batches = itertools.repeat(fixed, len(state.train_batches))
     stats = train_one_epoch(
-        state.model,
-        batches,
-        state.optimizer,
-        state.scheduler,
-        criterion=state.criterion,
+        state.model, batches, state.optimizer, state.scheduler, criterion=state.criterion,
         precision=state.precision,
-    )
+    )  # fmt: skip
     return stats.images_per_second
 
 
@@ -83,6 +98,8 @@ def run(
     torch_device = choose_device(device)
     contenders = list(itertools.product(models, batch_sizes, PIPELINES))
     measured: dict[tuple[str, int, str], list[float]] = {c: [] for c in contenders}
+    setups = {c: build_contender(*c[:2], device, images, c[2]) for c in contenders if c[2] != "classic"}
+    warm_up = {"/".join(map(str, c)): s.compile_seconds for c, s in setups.items() if s.compile_seconds}
     order = random.Random(seed)
     for round_number in range(1, rounds + 1):
         order.shuffle(contenders)
@@ -91,7 +108,8 @@ def run(
             if pipeline == "classic":
                 value = classic_epoch(model_name, batch_size, torch_device, images)
             else:
-                value = mnist_lab_epoch(model_name, batch_size, device, images, floor=pipeline == "floor")
+                setup = setups[(model_name, batch_size, pipeline)]
+                value = mnist_lab_epoch(setup, floor=pipeline != "mnist-lab")
             measured[(model_name, batch_size, pipeline)].append(value)
             print(
                 f"round {round_number}/{rounds}  {model_name:9s} batch {batch_size:4d}  {pipeline:9s} {value:9,.0f} img/s",
@@ -104,8 +122,10 @@ def run(
         for pipeline in PIPELINES:
             results.append({"model": model_name, "batch_size": batch_size, "pipeline": pipeline,
                             "images_per_second": spread(per[pipeline])})  # fmt: skip
+        best = max(FLOORS, key=lambda variant: statistics.median(per[variant]))
+        per["floor"] = per[best]
         ratios.append({
-            "model": model_name, "batch_size": batch_size,
+            "model": model_name, "batch_size": batch_size, "floor": best,
             "ours_over_classic": spread([b / a for a, b in zip(per["classic"], per["mnist-lab"], strict=True)]),
             "ours_over_floor": spread([b / c for b, c in zip(per["mnist-lab"], per["floor"], strict=True)]),
         })  # fmt: skip
@@ -116,6 +136,7 @@ def run(
             "device": str(torch_device),
             "images_per_epoch": images or "all",
             "defaults": "configs/config.yaml (optimizer, schedule, shifts, channels_last auto, fp32)",
+            "compile_warm_up_seconds": warm_up,
         },  # fmt: skip
         "results": results,
         "ratios": ratios,
@@ -129,14 +150,14 @@ def table(content: dict[str, Any]) -> str:
         for r in content["results"]
     }
     lines = [
-        "| model | batch | (a) classic img/s | (b) mnist-lab img/s | (c) floor img/s | (b)/(a) | (b)/(c) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | (a) classic img/s | (b) mnist-lab img/s | (c) floor img/s | floor variant | (b)/(a) | (b)/(c) |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in content["ratios"]:
         key = (r["model"], r["batch_size"])
         lines.append(
             f"| {key[0]} | {key[1]} | {median[(*key, 'classic')]:,.0f} | {median[(*key, 'mnist-lab')]:,.0f} | "
-            f"{median[(*key, 'floor')]:,.0f} | {r['ours_over_classic']['median']:.2f} | {r['ours_over_floor']['median']:.2f} |"
+            f"{median[(*key, r['floor'])]:,.0f} | {r['floor'].removeprefix('floor-')} | {r['ours_over_classic']['median']:.2f} | {r['ours_over_floor']['median']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -146,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[128, 256])
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--images", type=int, default=None, help="images per epoch (default: the whole split)"
