@@ -83,7 +83,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     precision = Precision(PRECISIONS[cfg.trainer.precision], scaler)
     compile_seconds = None
     if cfg.trainer.compile:
-        model.compile()  # in place: the state dict keeps its keys
+        model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys
         compile_seconds = warm_up(model, train_batches.batch_sizes(), val_batches.batch_sizes())
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))

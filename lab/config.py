@@ -55,6 +55,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision -> autocast
 
 # Values a user types, with what each must be: checked before anything is built.
@@ -71,6 +72,7 @@ CHECKED_KEYS = {
     "trainer.eval_batch_size": _POSITIVE_INT,
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
     "trainer.compile": (lambda v: type(v) is bool, "true or false"),
+    "trainer.compile_mode": (lambda v: v in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "trainer.threads": (
         _OPTIONAL_POSITIVE_INT[0],

@@ -135,7 +135,10 @@ def describe(setup: Setup, cfg: DictConfig) -> str:
         f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs:g} epochs of {len(setup.state.train_batches)} steps"
     )
     if setup.compile_seconds is not None:
-        line += f"\ntorch.compile warm-up: {setup.compile_seconds:.1f} s (not counted in the epoch times)"
+        line += (
+            f"\ntorch.compile (mode {cfg.trainer.compile_mode}) warm-up: {setup.compile_seconds:.1f} s "
+            "(not counted in the epoch times)"
+        )
     return line
 
 

@@ -98,6 +98,10 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
         ("trainer.channels_last=yes", "trainer.channels_last must be true, false or auto, got 'yes'"),
         ("trainer.precision=fp8", "trainer.precision must be one of fp32, bf16, fp16, got 'fp8'"),
         (
+            "trainer.compile_mode=fast",
+            "trainer.compile_mode must be one of default, reduce-overhead, max-autotune, got 'fast'",
+        ),
+        (
             "data.validation_size=0",
             "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 0",
         ),

@@ -318,3 +318,17 @@ def test_on_cuda_a_run_trains_resumes_exactly_evaluates_and_exports(
     assert f"accuracy {straight['test_acc']:.2%}" in report
     report, passed = export_trained(load_trained(str(tmp_path / "straight"), []), "torchscript", None)
     assert passed, report
+
+
+def test_compile_mode_reaches_torch_compile_and_the_warm_up_is_logged(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: dict[str, str] = {}
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: seen.update(options))
+    cfg = tiny_config(
+        tiny_mnist, "trainer.compile=true", "trainer.compile_mode=reduce-overhead", "trainer.epochs=1"
+    )
+    with caplog.at_level(logging.INFO):
+        metrics = train(cfg, tmp_path)
+    assert seen == {"mode": "reduce-overhead"} and metrics["compile_seconds"] > 0
+    assert "torch.compile (mode reduce-overhead) warm-up:" in caplog.text
