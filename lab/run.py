@@ -125,12 +125,14 @@ def train_built(
 
 
 def describe(setup: Setup, cfg: DictConfig) -> str:
-    """The run's first log line: model, device, threads, precision, data sizes, epochs."""
+    """The run's first log line: model, device, threads, memory format, eager or compiled, precision, data sizes,
+    epochs."""
     model, threads = setup.state.model, setup.threads
     parameters = sum(p.numel() for p in model.parameters())
+    path = "eager" if setup.compile_seconds is None else f"compiled ({cfg.trainer.compile_mode})"
     line = (
         f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {threads} thread{'s' if threads > 1 else ''}"
-        f"{', channels_last' if setup.channels_last else ''}, {cfg.trainer.precision}: "
+        f"{', channels_last' if setup.channels_last else ''}, {path}, {cfg.trainer.precision}: "
         f"{setup.state.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
         f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs:g} epochs of {len(setup.state.train_batches)} steps"
     )

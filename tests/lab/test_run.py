@@ -332,3 +332,4 @@ def test_compile_mode_reaches_torch_compile_and_the_warm_up_is_logged(
         metrics = train(cfg, tmp_path)
     assert seen == {"mode": "reduce-overhead"} and metrics["compile_seconds"] > 0
     assert "torch.compile (mode reduce-overhead) warm-up:" in caplog.text
+    assert ", channels_last, compiled (reduce-overhead), fp32:" in caplog.text  # which path the run takes
