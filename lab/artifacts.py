@@ -68,7 +68,11 @@ RESUME_MUST_MATCH = (
 )
 # Keys added since a checkpoint may have been written: (key, the value the code that wrote it used, and the
 # `_target_` its group must have for the key to apply, or None for any).
-ADDED_KEYS = [("trainer.label_smoothing", 0.0, None), ("model.pool", "avg", "models.LeNet")]
+ADDED_KEYS = [
+    ("trainer.label_smoothing", 0.0, None),
+    ("trainer.compile_mode", "default", None),
+    ("model.pool", "avg", "models.LeNet"),
+]
 
 
 def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
