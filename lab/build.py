@@ -24,7 +24,7 @@ class Setup:
 
     device: torch.device
     state: TrainState  # model, optimizer, scheduler, training batches, precision, config
-    val_batches: DeviceBatches
+    val_batches: DeviceBatches | None  # None: data.validation_size=0, training on the whole training set
     test_batches: DeviceBatches
     threads: int
     channels_last: bool
@@ -38,8 +38,9 @@ def read_data(cfg: DictConfig) -> MNISTData:
 
 def build_batches(
     cfg: DictConfig, device: torch.device
-) -> tuple[DeviceBatches, DeviceBatches, DeviceBatches]:
-    """Training (shuffled, shifted, seeded), validation and test batches on `device`."""
+) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
+    """Training (shuffled, shifted, seeded), validation (None with data.validation_size=0) and test batches on
+    `device`."""
     mnist = read_data(cfg)
     (train_images, train_labels), (val_images, val_labels) = split_validation(
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
@@ -49,7 +50,11 @@ def build_batches(
         train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
         shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
     )  # fmt: skip
-    val = DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
+    val = (
+        DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
+        if len(val_labels)
+        else None
+    )
     test = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
     return train, val, test
 
@@ -84,7 +89,9 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     compile_seconds = None
     if cfg.trainer.compile:
         model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys
-        compile_seconds = warm_up(model, train_batches.batch_sizes(), val_batches.batch_sizes())
+        compile_seconds = warm_up(
+            model, train_batches.batch_sizes(), (val_batches or test_batches).batch_sizes()
+        )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))
     return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

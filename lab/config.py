@@ -80,8 +80,8 @@ CHECKED_KEYS = {
     ),
     "trainer.channels_last": (lambda v: v in (True, False, "auto"), "true, false or auto"),
     "data.validation_size": (
-        lambda v: (type(v) is int and v > 0) or (type(v) is float and 0 < v < 1),
-        "an integer > 0 (images) or a fraction in (0, 1)",
+        lambda v: (type(v) is int and v >= 0) or (type(v) is float and 0 < v < 1),
+        "an integer >= 0 (images; 0: train on all of them, no validation) or a fraction in (0, 1)",
     ),
     "data.max_shift": _NON_NEGATIVE_INT,
     "data.train_subset": _OPTIONAL_POSITIVE_INT,

@@ -47,12 +47,16 @@ class Row:
     def failed(self) -> int:
         return sum(r.status not in ("completed", "pruned") for r in self.runs)
 
+    def values(self, key: str) -> list[float]:
+        """`key` of every completed run that has it (best_val_acc is None for runs without validation)."""
+        return [m[key] for m in self.completed if m.get(key) is not None]
+
     def mean(self, key: str) -> float | None:
-        values = [m[key] for m in self.completed]
+        values = self.values(key)
         return statistics.fmean(values) if values else None
 
     def std(self, key: str) -> float | None:
-        values = [m[key] for m in self.completed]
+        values = self.values(key)
         return statistics.stdev(values) if len(values) > 1 else None
 
     def seconds_per_epoch(self) -> float | None:
@@ -144,7 +148,7 @@ def plot_curves(rows: list[Row], path: Path) -> None:
     """Validation accuracy per epoch, the mean over seeds, one line per configuration."""
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for row in rows:
-        histories = [m["history"] for m in row.completed if m.get("history")]
+        histories = [m["history"] for m in row.completed if m.get("history") and "val/acc" in m["history"][0]]
         if not histories:
             continue
         epochs = min(len(h) for h in histories)

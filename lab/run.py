@@ -86,7 +86,7 @@ def train_built(
 
     `hparams` (a name and values) become the run's row in TensorBoard's HParams view; `on_epoch_end` is fit's."""
     state = setup.state
-    example = next(iter(setup.val_batches))[0][:1].clone()  # (1, 1, 28, 28)
+    example = next(iter(setup.test_batches))[0][:1].clone()  # (1, 1, 28, 28)
     layers = model_summary(state.model, example)
     log.info(describe(setup, cfg) + f"\nmodel summary:\n{layers}")
     if resume is not None:
@@ -108,7 +108,7 @@ def train_built(
         "parameters": sum(p.numel() for p in state.model.parameters()),
         "epochs": cfg.trainer.epochs,
         "best_epoch": progress.best_epoch,
-        "best_val_acc": max(progress.best_val_acc, 0.0),
+        "best_val_acc": max(progress.best_val_acc, 0.0) if setup.val_batches else None,  # None: not validated
         "test_loss": test.loss,
         "test_acc": test.accuracy,
         "train_seconds": seconds,
@@ -130,12 +130,15 @@ def describe(setup: Setup, cfg: DictConfig) -> str:
     model, threads = setup.state.model, setup.threads
     parameters = sum(p.numel() for p in model.parameters())
     path = "eager" if setup.compile_seconds is None else f"compiled ({cfg.trainer.compile_mode})"
+    val_images = setup.val_batches.num_images if setup.val_batches else "no"
     line = (
         f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {threads} thread{'s' if threads > 1 else ''}"
         f"{', channels_last' if setup.channels_last else ''}, {path}, {cfg.trainer.precision}: "
-        f"{setup.state.train_batches.num_images} training, {setup.val_batches.num_images} validation, "
+        f"{setup.state.train_batches.num_images} training, {val_images} validation, "
         f"{setup.test_batches.num_images} test images; {cfg.trainer.epochs:g} epochs of {len(setup.state.train_batches)} steps"
     )
+    if setup.val_batches is None:
+        line += "\nno validation split (data.validation_size=0): best.pt is the last epoch's weights"
     if setup.compile_seconds is not None:
         line += (
             f"\ntorch.compile (mode {cfg.trainer.compile_mode}) warm-up: {setup.compile_seconds:.1f} s "
@@ -163,11 +166,16 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
             f"({metrics['images_per_second']:,.0f} images/s)",
             f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
             f"weights of epoch {metrics['best_epoch']})",
-            f"  best val. accuracy   {metrics['best_val_acc']:.2%}",
+            f"  best val. accuracy   {validated(metrics['best_val_acc'])}",
             f"  run directory        {run_dir}",
             f"  TensorBoard          {tensorboard} --logdir {run_dir}",
         ]
     )
+
+
+def validated(accuracy: float | None) -> str:
+    """A best validation accuracy as the summary shows it; None: the run had no validation split."""
+    return "none: no validation split (data.validation_size=0)" if accuracy is None else f"{accuracy:.2%}"
 
 
 def run_hparams(cfg: DictConfig, job: Job) -> tuple[str, dict[str, Any]]:
@@ -185,8 +193,8 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
     """What this run does after each epoch besides logging: keep status.json current; in a trial of
     `python tune.py`, report to the study (which may prune the run)."""
 
-    def record(epoch: int, val: EpochStats) -> None:
-        write_status(job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val.accuracy)
+    def record(epoch: int, val: EpochStats | None) -> None:
+        write_status(job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val and val.accuracy)
 
     callables: list[EpochEnd] = [record]
     tune = cfg.get("tune")

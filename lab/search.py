@@ -226,6 +226,10 @@ def search(cfg: DictConfig, overrides: list[str]) -> int:
         raise ValueError("choose a search space: python tune.py hparams_search=<lenet|lenet_res|resmlp> ...")
     tune = cfg.tune
     check_tune(tune)
+    if cfg.data.validation_size == 0:
+        raise ValueError(
+            "data.validation_size=0 leaves a search nothing to choose on: keep a validation split"
+        )
     study_dir = Path(tune.dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     with lock(study_dir):

@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from trainer.checkpoint import Checkpoints
-from trainer.evaluation import Batches, EpochStats, Tally, predict
+from trainer.evaluation import Batches, EpochStats, Predictions, Tally, predict
 from trainer.state import Precision, Progress, TrainState
 from trainer.stopping import NonFiniteLoss, StopRequests
 from trainer.tensorboard import RunLog, epoch_scalars
@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROGRESS_EVERY = 25  # steps between updates of the bar's running loss (each update synchronises)
-EpochEnd = Callable[[int, EpochStats], None]  # (epoch, validation stats) after the epoch is saved and logged
+EpochEnd = Callable[
+    [int, EpochStats | None], None
+]  # (epoch, validation stats or None) after it is saved, logged
 Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits (B, 10), labels (B,)) -> mean loss
 
 
@@ -88,7 +90,7 @@ def _check_finite(first_bad: Tensor, loss: Tensor, *, applied: bool) -> None:
 
 def fit(
     state: TrainState,
-    val_batches: Batches,
+    val_batches: Batches | None,
     *,
     epochs: int,
     checkpoints: Checkpoints,
@@ -97,7 +99,7 @@ def fit(
     on_epoch_end: Sequence[EpochEnd] = (),
 ) -> Progress:
     """Train `state` for `epochs` (from where it stands: a resumed state continues mid-epoch), validating after
-    each; keep last.pt and best.pt; log each epoch. `stop` (signals, max_steps) ends the run after the current
+    each (unless `val_batches` is None: then best.pt is the last epoch); keep last.pt and best.pt; log each epoch. `stop` (signals, max_steps) ends the run after the current
     step with last.pt written: TrainingStopped says where. `on_epoch_end` callables run last; they may raise
     to end the run (a search's pruner does)."""
     stop = stop or StopRequests()
@@ -112,13 +114,7 @@ def fit(
                 run_log.step_losses(step_losses, steps_before)
                 raise stop.stopped(epoch, progress.step, checkpoints.last)
 
-            val, val_predictions = predict(state.model, val_batches, amp_dtype=state.precision.dtype)
-            scalars = epoch_scalars(train, val, lr=state.scheduler.get_last_lr()[0])
-            log.info(
-                f"epoch {epoch}/{epochs:g}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  "
-                f"val loss {val.loss:.4f} acc {val.accuracy:.2%}  lr {scalars['lr']:.2e}  "
-                f"{train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
-            )
+            val, val_predictions, scalars = _validate(state, val_batches, train, f"{epoch}/{epochs:g}")
             improved = progress.end_epoch(epoch, train, val, scalars)
             checkpoints.save(state.state_dict(), best=improved)
             # Logged after the checkpoint: a crash in between loses points but never duplicates them.
@@ -130,6 +126,22 @@ def fit(
             for callback in on_epoch_end:
                 callback(epoch, val)
     return progress
+
+
+def _validate(
+    state: TrainState, val_batches: Batches | None, train: EpochStats, epoch: str
+) -> tuple[EpochStats | None, Predictions | None, dict[str, float]]:
+    """The epoch's validation (None without a validation split), its curves' values and its log line."""
+    val, predictions = None, None
+    if val_batches is not None:
+        val, predictions = predict(state.model, val_batches, amp_dtype=state.precision.dtype)
+    scalars = epoch_scalars(train, val, lr=state.scheduler.get_last_lr()[0])
+    validated = f"val loss {val.loss:.4f} acc {val.accuracy:.2%}" if val else "no validation"
+    log.info(
+        f"epoch {epoch}  train loss {train.loss:.4f} acc {train.accuracy:.2%}  {validated}  "
+        f"lr {scalars['lr']:.2e}  {train.seconds:.1f} s  {train.images_per_second:,.0f} img/s"
+    )
+    return val, predictions, scalars
 
 
 def run_steps(epochs: float, steps_per_epoch: int) -> int:

@@ -51,11 +51,15 @@ class Progress:
     train_images: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def end_epoch(self, epoch: int, train: EpochStats, val: EpochStats, scalars: dict[str, float]) -> bool:
-        """Count a finished epoch; True if its validation accuracy is the best so far."""
-        improved = val.accuracy > self.best_val_acc
+    def end_epoch(
+        self, epoch: int, train: EpochStats, val: EpochStats | None, scalars: dict[str, float]
+    ) -> bool:
+        """Count a finished epoch; True if its validation accuracy is the best so far (always, with no
+        validation: the last epoch is the best one there is)."""
+        improved = val is None or val.accuracy > self.best_val_acc
         if improved:
-            self.best_epoch, self.best_val_acc = epoch, val.accuracy
+            self.best_epoch = epoch
+            self.best_val_acc = val.accuracy if val else self.best_val_acc
         self.epoch = epoch
         self.train_seconds += train.seconds
         self.train_images += train.images

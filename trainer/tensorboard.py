@@ -34,10 +34,11 @@ TEST_TAGS = ("test/loss", "test/acc")
 HPARAMS_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s")
 
 
-def epoch_scalars(train: EpochStats, val: EpochStats, lr: float) -> dict[str, float]:
-    """One epoch's values under EPOCH_TAGS (also the keys of metrics.json's history)."""
-    values = (train.loss, train.accuracy, val.loss, val.accuracy, lr, train.seconds, train.images_per_second)
-    return dict(zip(EPOCH_TAGS, values, strict=True))
+def epoch_scalars(train: EpochStats, val: EpochStats | None, lr: float) -> dict[str, float]:
+    """One epoch's values under EPOCH_TAGS (also the keys of metrics.json's history); no val/* without `val`."""
+    val_values = (val.loss, val.accuracy) if val else (None, None)
+    values = (train.loss, train.accuracy, *val_values, lr, train.seconds, train.images_per_second)
+    return {tag: value for tag, value in zip(EPOCH_TAGS, values, strict=True) if value is not None}
 
 
 class RunLog:
@@ -72,11 +73,12 @@ class RunLog:
         for offset, loss in enumerate(losses, start=1):
             self.writer.add_scalar(STEP_LOSS_TAG, loss, steps_before + offset)
 
-    def epoch(self, epoch: int, scalars: dict[str, float], val: Predictions) -> None:
-        """The epoch's curves and the validation set's confusion matrix and per-class accuracy."""
+    def epoch(self, epoch: int, scalars: dict[str, float], val: Predictions | None) -> None:
+        """The epoch's curves and the validation set's confusion matrix and per-class accuracy (if validated)."""
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, epoch)
-        self.diagnosis("val", val, epoch)
+        if val is not None:
+            self.diagnosis("val", val, epoch)
 
     def histograms(self, model: nn.Module, epoch: int) -> None:
         """Weights and (the epoch's last step's) gradients of every parameter, every `histograms_every` epochs."""

@@ -102,12 +102,14 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
             "trainer.compile_mode must be one of default, reduce-overhead, max-autotune, got 'fast'",
         ),
         (
-            "data.validation_size=0",
-            "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 0",
+            "data.validation_size=-1",
+            "data.validation_size must be an integer >= 0 (images; 0: train on all of them, no validation) "
+            "or a fraction in (0, 1), got -1",
         ),
         (
             "data.validation_size=1.5",
-            "data.validation_size must be an integer > 0 (images) or a fraction in (0, 1), got 1.5",
+            "data.validation_size must be an integer >= 0 (images; 0: train on all of them, no validation) "
+            "or a fraction in (0, 1), got 1.5",
         ),
         ("data.max_shift=-1", "data.max_shift must be an integer >= 0, got -1"),
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),

@@ -6,10 +6,13 @@ import statistics
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from lab.config import compose
 from lab.report import report
+from lab.run import train
 from lab.status import job_dirs
-from tests.conftest import run_script
+from tests.conftest import run_script, tiny_overrides
 
 
 @pytest.mark.slow
@@ -43,3 +46,17 @@ def test_report_refuses_a_directory_without_runs(tmp_path: Path) -> None:
         report(tmp_path)
     with pytest.raises(NotADirectoryError, match="missing is not a directory"):
         report(tmp_path / "missing")
+
+
+def test_runs_without_validation_are_reported_with_a_dash(tmp_path: Path, tiny_mnist: Path) -> None:
+    for number, extra in enumerate(([], ["data.validation_size=0"])):
+        overrides = [*tiny_overrides(tiny_mnist), "trainer.epochs=1", *extra]
+        run_dir = tmp_path / str(number)
+        (run_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+        train(compose(*overrides), run_dir)
+    report(tmp_path)
+    rows = {row["configuration"]: row for row in csv.DictReader((tmp_path / "leaderboard.csv").open())}
+    assert rows["data.validation_size=0"]["best_val_acc_mean"] == ""  # no value, not a zero
+    assert float(rows["defaults"]["best_val_acc_mean"]) > 0
+    assert "| data.validation_size=0 | LeNet | 61,706 | 1 |" in (tmp_path / "leaderboard.md").read_text()

@@ -17,7 +17,7 @@ from lab.build import build
 from lab.config import compose
 from lab.evaluate import evaluate_trained
 from lab.export import export_trained
-from lab.run import Job, run_job, train, train_built
+from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
 from models import LeNet
 from tests.conftest import scalars, tiny_config
@@ -196,6 +196,24 @@ def test_the_speedrun_recipe_builds_what_it_says_and_runs(tmp_path: Path, tiny_m
     assert setup.state.criterion.label_smoothing == 0.1 and setup.state.train_batches.max_shift == 1
     metrics = train(cfg, tmp_path)
     assert metrics["epochs"] == 1.5 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 24
+
+
+def test_validation_size_0_trains_on_everything_and_keeps_the_last_epoch(
+    tmp_path: Path, tiny_mnist: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        metrics = train(tiny_config(tiny_mnist, "data.validation_size=0"), tmp_path)
+    assert metrics["best_val_acc"] is None and metrics["best_epoch"] == 2
+    assert all("val/acc" not in h and "val/loss" not in h for h in metrics["history"])
+    assert "no validation split (data.validation_size=0): best.pt is the last epoch's weights" in caplog.text
+    assert "600 training, no validation, " in caplog.text  # the tiny set's 600 images, all trained on
+    assert "epoch 2/2  train loss" in caplog.text and "no validation  lr" in caplog.text
+    best, last = (load_checkpoint(tmp_path / "checkpoints" / f"{n}.pt")["model"] for n in ("best", "last"))
+    assert all(torch.equal(best[k], last[k]) for k in best)
+    tags = EventAccumulator(str(tmp_path)).Reload().Tags()
+    assert "train/acc" in tags["scalars"] and "test/acc" in tags["scalars"]
+    assert not [t for t in tags["scalars"] if t.startswith("val")]
+    assert "none: no validation split" in summary(metrics, tmp_path)
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnist: Path) -> None:

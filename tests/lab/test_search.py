@@ -72,3 +72,10 @@ def test_a_search_needs_a_search_space() -> None:
 
     with pytest.raises(ValueError, match="choose a search space: python tune.py hparams_search="):
         search(compose("model=lenet"), ["model=lenet"])
+
+
+def test_a_search_needs_a_validation_split() -> None:
+    from lab.search import search
+
+    with pytest.raises(ValueError, match="data.validation_size=0 leaves a search nothing to choose on"):
+        search(compose("hparams_search=lenet", "data.validation_size=0"), [])
