@@ -31,11 +31,12 @@ report: install  ## leaderboard and plots of a sweep: make report DIR=multirun/<
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: data  ## throughput side by side with the classic pipeline, time to accuracy, the speedrun, per-run overhead (~28 min on 2 cores)
+bench: data  ## throughput side by side with the classic pipeline, time to accuracy, the speedrun, per-run overhead, augmentation (~30 min on 2 cores)
 	$(PY) -m bench.throughput
 	$(PY) -m bench.time_to_accuracy
 	$(PY) -m bench.time_to_accuracy --experiment speedrun
 	$(PY) -m bench.overhead
+	$(PY) -m bench.augment
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,7 +1,8 @@
 """The in-memory batch loader: a whole split lives as one uint8 tensor on the device; batches are slices.
 
-Shuffling is a seeded `randperm` per epoch and augmentation (random shifts) gathers whole batches of
-shifted views, so the training loop does no per-image Python work (the cifar10-airbench way).
+Shuffling is a seeded `randperm` per epoch; random shifts gather whole batches of shifted views, and other
+distortions (data/augment.py) resample whole batches, so the training loop does no per-image Python work
+(the cifar10-airbench way). All draws come from the loader's generator, whose state a checkpoint keeps.
 """
 
 import math
@@ -11,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from data.augment import Distortion
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -36,7 +39,8 @@ def split_validation(
 
 
 def normalize(images: Tensor) -> Tensor:
-    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) with MNIST's mean and std: the models' input (DESIGN.md)."""
+    """uint8 (or float in [0, 255]) (B, 28, 28) -> float (B, 1, 28, 28) with MNIST's mean and std: the models'
+    input (DESIGN.md)."""
     return images.unsqueeze(1).float().sub_(255.0 * MNIST_MEAN).div_(255.0 * MNIST_STD)
 
 
@@ -63,15 +67,19 @@ class DeviceBatches:
         *,
         shuffle: bool = False,
         max_shift: int = 0,
+        distortion: Distortion | None = None,
         seed: int = 0,
     ) -> None:
-        if max_shift and not shuffle:
-            raise ValueError("random shifts are a training augmentation: they need shuffle=True")
+        if (max_shift or distortion) and not shuffle:
+            raise ValueError(
+                "random shifts and distortions are a training augmentation: they need shuffle=True"
+            )
         self.images = images.to(device)  # uint8 (N, 28, 28): a quarter of float32's memory
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.max_shift = max_shift
+        self.distortion = distortion if distortion is not None and distortion.active else None
         self.generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and shifts only
         self.shifted = shifted_views(self.images, max_shift) if max_shift else None
         self.order: Tensor | None = None  # this epoch's permutation (None: in order)
@@ -106,15 +114,29 @@ class DeviceBatches:
             else:
                 index = self.order[start : start + size]
                 labels = self.labels.index_select(0, index)  # index_select: ~10x faster than images[index]
-                if self.max_shift:
-                    rows, cols = torch.randint(
-                        0, 2 * self.max_shift + 1, (2, len(index)), generator=self.generator, device=device
-                    )
-                    images = self.shifted[index, rows, cols]  # gathered and shifted at once: (B, 28, 28)
-                else:
-                    images = self.images.index_select(0, index)
+                images = self._augmented(index, self.generator)
             self.next_batch = batch + 1  # what a checkpoint taken after this batch resumes from
             yield normalize(images), labels
+
+    def _augmented(self, index: Tensor, generator: torch.Generator) -> Tensor:
+        """The images at `index`, shifted and distorted with draws from `generator`: (B, 28, 28)."""
+        if self.max_shift:
+            rows, cols = torch.randint(
+                0, 2 * self.max_shift + 1, (2, len(index)), generator=generator, device=index.device
+            )
+            images = self.shifted[index, rows, cols]  # gathered and shifted at once
+        else:
+            images = self.images.index_select(0, index)
+        if self.distortion is not None:
+            images = self.distortion(images.unsqueeze(1).float(), generator).squeeze(1)
+        return images
+
+    def preview(self, count: int = 64, seed: int = 0) -> Tensor:
+        """The first `count` images as training sees them, (count, 1, 28, 28) in [0, 1], drawn with a generator
+        of their own: the training draws are untouched."""
+        generator = torch.Generator(device=self.labels.device).manual_seed(seed)
+        index = torch.arange(min(count, len(self.labels)), device=self.labels.device)
+        return self._augmented(index, generator).unsqueeze(1).float().clamp(0, 255) / 255
 
     def state_dict(self) -> dict[str, Any]:
         """Where the pass stands: the generator, this epoch's order and the next batch (tensors and ints)."""

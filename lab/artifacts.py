@@ -1,7 +1,7 @@
 """Where runs and checkpoints live: find a run's checkpoint, load a trained model on its run's config, and
 find and check the checkpoint a run resumes from."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from data.augment import Distortion
 from lab.build import build_model
 from lab.config import compose, override_key, to_plain
 from trainer.checkpoint import BEST, LAST, load_checkpoint
@@ -59,6 +60,7 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
 RESUME_MUST_MATCH = (
     "model",
     "data",
+    "augment",
     "optimizer",
     "scheduler",
     "seed",
@@ -78,6 +80,8 @@ ADDED_KEYS = [
 def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The config a checkpoint was trained with; keys added since it was written get the value it used."""
     cfg = OmegaConf.create(checkpoint["config"])
+    if "augment" not in cfg:  # written before the augment group, when data.max_shift was the augmentation
+        cfg.augment = {**asdict(Distortion()), "max_shift": cfg.data.pop("max_shift", 0)}
     for key, value, target in ADDED_KEYS:
         group = key.split(".", 1)[0]
         applies = target is None or OmegaConf.select(cfg, f"{group}._target_") == target

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from data.augment import Distortion
 from data.loader import DeviceBatches, split_validation
 from data.sources import MNISTData
 from lab.config import PRECISIONS, check_config, to_plain
@@ -39,7 +40,7 @@ def read_data(cfg: DictConfig) -> MNISTData:
 def build_batches(
     cfg: DictConfig, device: torch.device
 ) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
-    """Training (shuffled, shifted, seeded), validation (None with data.validation_size=0) and test batches on
+    """Training (shuffled, augmented, seeded), validation (None with data.validation_size=0) and test batches on
     `device`."""
     mnist = read_data(cfg)
     (train_images, train_labels), (val_images, val_labels) = split_validation(
@@ -47,8 +48,8 @@ def build_batches(
     )
     subset = cfg.data.train_subset  # None: all
     train = DeviceBatches(
-        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
-        shuffle=True, max_shift=cfg.data.max_shift, seed=cfg.seed,
+        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device, shuffle=True,
+        max_shift=cfg.augment.max_shift, distortion=distortion(cfg), seed=cfg.seed,
     )  # fmt: skip
     val = (
         DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
@@ -57,6 +58,11 @@ def build_batches(
     )
     test = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
     return train, val, test
+
+
+def distortion(cfg: DictConfig) -> Distortion:
+    """The random distortions `cfg.augment` asks for (all zeros: none)."""
+    return Distortion(**{key: cfg.augment[key] for key in Distortion.__dataclass_fields__})
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]:

@@ -41,10 +41,10 @@ HPARAM_KEYS = (
     "optimizer.weight_decay",
     "trainer.batch_size",
     "trainer.epochs",
-    "data.max_shift",
+    "augment.max_shift",
     "seed",
 )
-HPARAM_GROUPS = ("model", "data", "optimizer", "scheduler")
+HPARAM_GROUPS = ("model", "data", "augment", "optimizer", "scheduler")
 
 
 @dataclass
@@ -97,6 +97,7 @@ def train_built(
     with RunLog(run_dir, cfg.trainer.histograms_every) as run_log:
         if resume is None:  # once per run, not again on resume
             run_log.start(state.model, example, texts(cfg, layers, origin))
+            run_log.training_images(state.train_batches.preview(64, seed=cfg.seed))
         progress = fit(state, setup.val_batches, epochs=cfg.trainer.epochs, checkpoints=checkpoints,
                        run_log=run_log, stop=StopRequests(cfg.trainer.max_steps), on_epoch_end=on_epoch_end)  # fmt: skip
         test = final_evaluation(state, setup.test_batches, checkpoints, run_log, step=progress.epoch)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s", "throughput/img_per_s")
 STEP_LOSS_TAG = "train/loss_per_step"  # by global step, not epoch
+AUGMENTED_TAG = "train/augmented_digits"  # once, at the start
 TEST_TAGS = ("test/loss", "test/acc")
 HPARAMS_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s")
 
@@ -67,6 +68,10 @@ class RunLog:
         experiment = hparams_api.hparams_config_pb([hparams_api.HParam(key) for key in values], metrics)
         for summary in (experiment, hparams_api.hparams_pb(values, trial_id=name)):
             self.writer.file_writer.add_summary(summary)
+
+    def training_images(self, images: Tensor) -> None:
+        """A grid of training images (N, 1, 28, 28) in [0, 1] as the augmentation makes them (Images tab)."""
+        self.writer.add_images(AUGMENTED_TAG, images, 0)
 
     def step_losses(self, losses: list[float], steps_before: int) -> None:
         """The loss of every optimiser step, by global step."""

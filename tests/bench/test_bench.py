@@ -68,3 +68,15 @@ def test_time_to_accuracy_times_a_whole_experiment(mnist_root: Path, tmp_path: P
     assert summary["seconds_median"] == run["seconds"] and summary["test_acc_mean"] == run["test_acc"]
     assert summary["all_reached_99"] == (run["test_acc"] >= 0.99)
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_augment_benchmark_times_every_option_and_torchvision(mnist_root: Path, tmp_path: Path) -> None:
+    content = json.loads(run_bench("bench.augment", tmp_path).read_text())
+    ours = content["seconds_per_epoch"]
+    assert set(ours) == {"none", "shift", "affine", "elastic", "affine_elastic"}
+    assert all(len(v["rounds"]) == 1 and v["median"] > 0 for v in ours.values())
+    assert set(content["torchvision_v2_per_image_seconds_per_epoch"]) == {
+        "affine",
+        "elastic",
+        "affine_elastic",
+    }

@@ -83,7 +83,7 @@ def test_an_old_run_resumes_where_it_stopped(old_run: Path) -> None:
     ):
         train(compose(*overrides, "resume=auto"), old_run)
     # ... and with the settings it was trained with, it continues.
-    then = ["trainer.batch_size=128", "data.max_shift=2", "trainer.label_smoothing=0.0"]
+    then = ["trainer.batch_size=128", "augment.max_shift=2", "trainer.label_smoothing=0.0"]
     metrics = train(compose(*overrides, *then, "resume=auto"), old_run)
     assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
     steps = [step for step, _ in scalars(old_run, "train/loss_per_step")]

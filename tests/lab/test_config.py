@@ -111,7 +111,8 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
             "data.validation_size must be an integer >= 0 (images; 0: train on all of them, no validation) "
             "or a fraction in (0, 1), got 1.5",
         ),
-        ("data.max_shift=-1", "data.max_shift must be an integer >= 0, got -1"),
+        ("augment.max_shift=-1", "augment.max_shift must be an integer >= 0, got -1"),
+        ("augment.sigma=0", "augment.sigma must be a number of pixels > 0, got 0"),
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),
         ("trainer.label_smoothing=1", "trainer.label_smoothing must be a number in [0, 1), got 1"),
     ],

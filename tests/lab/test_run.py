@@ -216,6 +216,27 @@ def test_validation_size_0_trains_on_everything_and_keeps_the_last_epoch(
     assert "none: no validation split" in summary(metrics, tmp_path)
 
 
+def test_resume_with_distortions_is_bit_identical_and_the_augmented_digits_are_shown(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    distorted = ("augment=affine_elastic", "augment.max_shift=1")
+    train(tiny_config(tiny_mnist, *distorted), tmp_path / "straight")
+    with pytest.raises(TrainingStopped):
+        train(tiny_config(tiny_mnist, *distorted, "trainer.max_steps=21"), tmp_path / "stopped")
+    train(tiny_config(tiny_mnist, *distorted, "resume=auto"), tmp_path / "stopped")
+    final = [
+        load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["model"] for d in ("straight", "stopped")
+    ]
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    losses = [scalars(tmp_path / d, "train/loss_per_step") for d in ("straight", "stopped")]
+    assert losses[0] == losses[1]
+    undistorted = tmp_path / "plain"
+    train(tiny_config(tiny_mnist, "augment=none"), undistorted)
+    assert scalars(undistorted, "train/loss_per_step") != losses[0]  # the distortions changed the batches
+    images = EventAccumulator(str(tmp_path / "straight")).Reload().Images("train/augmented_digits")
+    assert len(images) == 1 and images[0].width > 28 * 7  # one grid of 64 digits, once
+
+
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnist: Path) -> None:
     run = tmp_path / "run"
     train(tiny_config(tiny_mnist, "trainer.epochs=1"), run)

@@ -26,7 +26,7 @@ def test_optuna_search_prunes_a_hopeless_trial_and_continues_its_study(
 
     # The next trial is made hopeless on purpose: a learning rate far too small to learn anything.
     study.enqueue_trial({"optimizer.lr": 1e-9, "optimizer.weight_decay": 1e-5, "trainer.batch_size": 64,
-                         "scheduler": "none", "data.max_shift": 0})  # fmt: skip
+                         "scheduler": "none", "augment.max_shift": 0})  # fmt: skip
     second = run_script("tune.py", *search, "tune.trials=2")
     assert second.returncode == 0, second.stdout + second.stderr
     study = optuna.load_study(study_name="lenet", storage=storage_url(tmp_path))

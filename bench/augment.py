@@ -1,0 +1,104 @@
+"""The cost of each `augment` option per training epoch, and the batched distortions against
+torchvision.transforms.v2 applied image by image (v2 draws one set of parameters per call, so per-image
+randomness on a batch means a loop).
+
+    python -m bench.augment [--rounds 3] [--batch-size 64]
+
+Each round times one pass of the training loader (55,000 images, the default split) per option, with no
+model: the seconds the augmentation adds to an epoch on top of the step. torchvision is timed on
+`--sample` images and scaled to an epoch. Writes bench/results/augment-<date>.json.
+"""
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import RESULTS, machine, spread, write_result
+from lab.build import build_batches
+from lab.config import compose
+from trainer import choose_device
+
+OPTIONS = ("none", "shift", "affine", "elastic", "affine_elastic")
+
+
+def loader_epoch_seconds(option: str, batch_size: int, device: torch.device) -> float:
+    """One pass of the training batches with augment=<option>."""
+    train, _, _ = build_batches(compose(f"augment={option}", f"trainer.batch_size={batch_size}"), device)
+    start = time.perf_counter()
+    for _batch in train:
+        pass
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def torchvision_epoch_seconds(option: str, images: torch.Tensor, epoch_images: int) -> float:
+    """torchvision.transforms.v2 with the same ranges, one call per image, scaled to `epoch_images`."""
+    from torchvision.transforms import v2  # imported here only: 1.5 s that train.py does not pay
+
+    augment = compose(f"augment={option}").augment
+    transforms = []
+    if option in ("affine", "affine_elastic"):
+        translate = augment.translate / 28
+        transforms.append(v2.RandomAffine(augment.degrees, (translate, translate),
+                                          (1 - augment.scale, 1 + augment.scale), augment.shear))  # fmt: skip
+    if option in ("elastic", "affine_elastic"):
+        transforms.append(v2.ElasticTransform(alpha=augment.alpha, sigma=augment.sigma))
+    transform = v2.Compose(transforms)
+    start = time.perf_counter()
+    for image in images:
+        transform(image)
+    return (time.perf_counter() - start) * epoch_images / len(images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sample", type=int, default=2000, help="images torchvision is timed on")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out-dir", default=str(RESULTS))
+    parser.add_argument("--smoke", action="store_true", help="1 round, 200 torchvision images")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.sample = 1, 200
+    device = choose_device(args.device)
+    train, _, _ = build_batches(compose("augment=none"), device)
+    sample = train.images[: args.sample].unsqueeze(1).cpu()  # uint8 (N, 1, 28, 28)
+    ours: dict[str, list[float]] = {option: [] for option in OPTIONS}
+    theirs: dict[str, list[float]] = {option: [] for option in OPTIONS[2:]}
+    for round_number in range(1, args.rounds + 1):
+        for option in OPTIONS:
+            ours[option].append(loader_epoch_seconds(option, args.batch_size, device))
+            if option in theirs:
+                theirs[option].append(torchvision_epoch_seconds(option, sample, train.num_images))
+            line = f"round {round_number}  {option:15s} ours {ours[option][-1]:6.2f} s/epoch"
+            if option in theirs:
+                line += f"  torchvision v2 per image {theirs[option][-1]:7.1f} s/epoch"
+            print(line, flush=True)
+    content: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {
+            "rounds": args.rounds,
+            "batch_size": args.batch_size,
+            "device": str(device),
+            "epoch_images": train.num_images,
+            "torchvision_sample": args.sample,
+        },  # fmt: skip
+        "seconds_per_epoch": {option: spread(values) for option, values in ours.items()},
+        "torchvision_v2_per_image_seconds_per_epoch": {o: spread(v) for o, v in theirs.items()},
+    }
+    path = write_result("augment", content, Path(args.out_dir))
+    print("\n| augment | ours, s/epoch | torchvision v2 per image, s/epoch |\n|---|---:|---:|")
+    for option in OPTIONS:
+        other = f"{spread(theirs[option])['median']:.1f}" if option in theirs else "-"
+        print(f"| {option} | {spread(ours[option])['median']:.2f} | {other} |")
+    print(f"\nmedians of {args.rounds} rounds; written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Random distortions of whole training batches on the device, each image with its own draw from the
+loader's seeded generator: affine (rotation, zoom, shear, translation) and Simard et al. (2003)'s elastic
+distortions, composed into one sampling grid and applied with one `grid_sample` per batch.
+
+torchvision.transforms.v2 draws one set of parameters per call, so per-image randomness would take a
+Python loop over the batch (measured in bench/augment.py); F.affine_grid and grid_sample do the whole batch.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """Ranges of the random distortions (the `augment` config group's keys; zeros: off)."""
+
+    degrees: float = 0.0  # rotation in [-degrees, degrees], counter-clockwise as the digit is seen
+    scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
+    shear: float = 0.0  # shear angle in [-shear, shear] degrees, along x
+    translate: float = 0.0  # translation in [-translate, translate] pixels, x and y apart
+    alpha: float = 0.0  # elastic: displacement scale in pixels (0: no elastic distortion)
+    sigma: float = 4.0  # elastic: standard deviation in pixels of the Gaussian smoothing the field
+
+    @property
+    def active(self) -> bool:
+        return any((self.degrees, self.scale, self.shear, self.translate, self.alpha))
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Distort float images (B, 1, H, W) whose background is 0; returns a new tensor of the same shape."""
+        grid = F.affine_grid(self.thetas(images.shape, generator), list(images.shape), align_corners=False)
+        if self.alpha:
+            grid = grid + self.displacements(images.shape, generator)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def thetas(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        """Per-image (B, 2, 3) sampling matrices for images of `shape` (B, C, H, W): for each output
+        position, where to read in the input."""
+        batch, _, height, width = shape
+        device = generator.device
+        u = torch.rand(batch, 5, generator=generator, device=device) * 2 - 1  # uniform in [-1, 1)
+        angle, shear = torch.deg2rad(self.degrees * u[:, 0]), torch.deg2rad(self.shear * u[:, 2])
+        zoom = 1 + self.scale * u[:, 1]
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # The forward map of the content in grid coordinates (x right, y down, [-1, 1]): zoom, shear along x,
+        # then rotate counter-clockwise as seen; the grid needs its inverse.
+        rotation = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+        shearing = torch.eye(2, device=device).repeat(batch, 1, 1)
+        shearing[:, 0, 1] = torch.tan(shear)
+        inverse = torch.linalg.inv(zoom[:, None, None] * rotation @ shearing)
+        shift = self.translate * u[:, 3:] * torch.tensor([2 / width, 2 / height], device=device)  # grid units
+        return torch.cat([inverse, -(inverse @ shift[:, :, None])], dim=2)
+
+    def displacements(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        """A random displacement field per image, (B, H, W, 2) in grid units: uniform in [-1, 1) per pixel,
+        smoothed by a Gaussian of `sigma` pixels, times `alpha` pixels (Simard et al. 2003, section 2)."""
+        batch, _, height, width = shape
+        device = generator.device
+        field = torch.rand(batch, 2, height, width, generator=generator, device=device) * 2 - 1
+        field = gaussian_blur(field, self.sigma) * self.alpha  # pixels
+        return field.permute(0, 2, 3, 1) * torch.tensor([2 / width, 2 / height], device=device)
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Smooth each channel of x (B, C, H, W) with a normalised Gaussian of `sigma` pixels, zero padding.
+
+    Written out (two 1-D convolutions) rather than taken from torchvision, whose import costs every run 1.5 s.
+    """
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), padding=(0, radius), groups=channels)
+    return F.conv2d(
+        x, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), padding=(radius, 0), groups=channels
+    )
