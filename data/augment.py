@@ -15,9 +15,11 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
-class Distortion:
-    """Ranges of the random distortions (the `augment` config group's keys; zeros: off)."""
+class Augment:
+    """The `augment` config group: random shifts (the loader takes them in its batch gather) and the ranges
+    of the random distortions this class applies (zeros: off)."""
 
+    max_shift: int = 0  # shifts of up to this many whole pixels, x and y
     degrees: float = 0.0  # rotation in [-degrees, degrees], counter-clockwise as the digit is seen
     scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
     shear: float = 0.0  # shear angle in [-shear, shear] degrees, along x
@@ -26,7 +28,8 @@ class Distortion:
     sigma: float = 4.0  # elastic: standard deviation in pixels of the Gaussian smoothing the field
 
     @property
-    def active(self) -> bool:
+    def distorts(self) -> bool:
+        """Whether there is anything to resample (shifts aside)."""
         return any((self.degrees, self.scale, self.shear, self.translate, self.alpha))
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.augment import Distortion
+from data.augment import Augment
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -66,11 +66,11 @@ class DeviceBatches:
         device: torch.device,
         *,
         shuffle: bool = False,
-        max_shift: int = 0,
-        distortion: Distortion | None = None,
+        augment: Augment | None = None,
         seed: int = 0,
     ) -> None:
-        if (max_shift or distortion) and not shuffle:
+        augment = augment or Augment()
+        if (augment.max_shift or augment.distorts) and not shuffle:
             raise ValueError(
                 "random shifts and distortions are a training augmentation: they need shuffle=True"
             )
@@ -78,10 +78,11 @@ class DeviceBatches:
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.max_shift = max_shift
-        self.distortion = distortion if distortion is not None and distortion.active else None
+        self.augment = augment
+        self.max_shift = augment.max_shift
+        self.distortion = augment if augment.distorts else None
         self.generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and shifts only
-        self.shifted = shifted_views(self.images, max_shift) if max_shift else None
+        self.shifted = shifted_views(self.images, self.max_shift) if self.max_shift else None
         self.order: Tensor | None = None  # this epoch's permutation (None: in order)
         self.next_batch = 0
         self._resume: tuple[Tensor, int] | None = None

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from data.augment import Distortion
+from data.augment import Augment
 from lab.build import build_model
 from lab.config import compose, override_key, to_plain
 from trainer.checkpoint import BEST, LAST, load_checkpoint
@@ -81,7 +81,7 @@ def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The config a checkpoint was trained with; keys added since it was written get the value it used."""
     cfg = OmegaConf.create(checkpoint["config"])
     if "augment" not in cfg:  # written before the augment group, when data.max_shift was the augmentation
-        cfg.augment = {**asdict(Distortion()), "max_shift": cfg.data.pop("max_shift", 0)}
+        cfg.augment = asdict(Augment(max_shift=cfg.data.pop("max_shift", 0)))
     for key, value, target in ADDED_KEYS:
         group = key.split(".", 1)[0]
         applies = target is None or OmegaConf.select(cfg, f"{group}._target_") == target

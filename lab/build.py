@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from data.augment import Distortion
+from data.augment import Augment
 from data.loader import DeviceBatches, split_validation
 from data.sources import MNISTData
 from lab.config import PRECISIONS, check_config, to_plain
@@ -49,7 +49,7 @@ def build_batches(
     subset = cfg.data.train_subset  # None: all
     train = DeviceBatches(
         train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device, shuffle=True,
-        max_shift=cfg.augment.max_shift, distortion=distortion(cfg), seed=cfg.seed,
+        augment=Augment(**cfg.augment), seed=cfg.seed,
     )  # fmt: skip
     val = (
         DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
@@ -58,11 +58,6 @@ def build_batches(
     )
     test = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
     return train, val, test
-
-
-def distortion(cfg: DictConfig) -> Distortion:
-    """The random distortions `cfg.augment` asks for (all zeros: none)."""
-    return Distortion(**{key: cfg.augment[key] for key in Distortion.__dataclass_fields__})
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]:

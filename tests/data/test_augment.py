@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from data.augment import Distortion, gaussian_blur
+from data.augment import Augment, gaussian_blur
 from data.loader import DeviceBatches
 
 CPU = torch.device("cpu")
@@ -29,7 +29,9 @@ def centre_of_mass(images: torch.Tensor) -> torch.Tensor:
 
 def test_a_shift_moves_the_centre_of_mass_by_the_shift() -> None:
     images = blob_images(64)
-    batches = DeviceBatches(images, torch.zeros(64, dtype=torch.long), 64, CPU, shuffle=True, max_shift=2)
+    batches = DeviceBatches(
+        images, torch.zeros(64, dtype=torch.long), 64, CPU, shuffle=True, augment=Augment(2)
+    )
     shifted = batches.preview(64, seed=3) * 255
     draws = torch.randint(0, 5, (2, 64), generator=torch.Generator().manual_seed(3))  # what preview drew
     moved = centre_of_mass(shifted) - centre_of_mass(images)
@@ -52,7 +54,7 @@ def orientation(images: torch.Tensor) -> torch.Tensor:
 def test_affine_with_rotation_only_rotates_a_known_image_by_its_angle() -> None:
     bar = torch.zeros(16, 1, 28, 28)
     bar[:, :, 13:15, 4:24] = 255.0  # horizontal: orientation 0
-    rotate = Distortion(degrees=40.0)
+    rotate = Augment(degrees=40.0)
     rotated = rotate(bar, torch.Generator().manual_seed(0))
     u = torch.rand(16, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     angles = 40.0 * u[:, 0]  # the draws `rotate` made, one per image
@@ -63,20 +65,18 @@ def test_affine_with_rotation_only_rotates_a_known_image_by_its_angle() -> None:
 
 def test_elastic_with_alpha_0_is_the_identity_and_otherwise_moves_each_image_its_own_way() -> None:
     digits = blob_images(8).unsqueeze(1).float()
-    assert torch.equal(Distortion(alpha=0.0)(digits, torch.Generator().manual_seed(0)), digits)
-    warped = Distortion(alpha=34.0, sigma=4.0)(digits, torch.Generator().manual_seed(0))
+    assert torch.equal(Augment(alpha=0.0)(digits, torch.Generator().manual_seed(0)), digits)
+    warped = Augment(alpha=34.0, sigma=4.0)(digits, torch.Generator().manual_seed(0))
     assert (warped - digits).abs().amax(dim=(1, 2, 3)).min() > 10  # every image moved
     assert all(not torch.allclose(warped[0], warped[k]) for k in range(1, 8))  # differently each
 
 
 def test_the_same_seed_gives_the_same_batch_and_another_seed_another() -> None:
     images, labels = blob_images(256), torch.arange(256)
-    distort = Distortion(degrees=10, scale=0.1, shear=10, translate=2, alpha=34, sigma=4)
+    distort = Augment(max_shift=1, degrees=10, scale=0.1, shear=10, translate=2, alpha=34, sigma=4)
 
     def first_batch(seed: int) -> torch.Tensor:
-        batches = DeviceBatches(
-            images, labels, 64, CPU, shuffle=True, max_shift=1, distortion=distort, seed=seed
-        )
+        batches = DeviceBatches(images, labels, 64, CPU, shuffle=True, augment=distort, seed=seed)
         return next(iter(batches))[0]
 
     assert torch.equal(first_batch(0), first_batch(0))

@@ -4,6 +4,7 @@ normalisation and random shifts, and resumable positions."""
 import pytest
 import torch
 
+from data.augment import Augment
 from data.loader import MNIST_MEAN, MNIST_STD, DeviceBatches, normalize, shifted_views, split_validation
 from tests.conftest import synthetic_digits
 
@@ -49,7 +50,13 @@ def test_random_shifts_move_whole_images_by_at_most_max_shift() -> None:
     patch = torch.arange(1, 33, dtype=torch.uint8).view(8, 4)
     images[:, 10:18, 12:16] = patch  # a patch well inside: no shift pushes it out
     batches = DeviceBatches(
-        images, torch.arange(500), 100, torch.device("cpu"), shuffle=True, max_shift=2, seed=0
+        images,
+        torch.arange(500),
+        100,
+        torch.device("cpu"),
+        shuffle=True,
+        augment=Augment(max_shift=2),
+        seed=0,
     )
     offsets = set()
     for normalized, _ in batches:

@@ -270,7 +270,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
     setup = build(cfg)
     good = setup.state.train_batches
     setup.state.train_batches = PoisonedBatches(good.images, good.labels, good.batch_size, setup.device,
-                                          shuffle=True, max_shift=good.max_shift, seed=cfg.seed)  # fmt: skip
+                                          shuffle=True, augment=good.augment, seed=cfg.seed)  # fmt: skip
     with pytest.raises(
         NonFiniteLoss,
         match=r"loss is nan .*epoch 2, global step 19; the update was not applied; last good checkpoint: .*last\.pt",
