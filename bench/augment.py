@@ -24,9 +24,14 @@ from trainer import choose_device
 OPTIONS = ("none", "shift", "affine", "elastic", "affine_elastic")
 
 
-def loader_epoch_seconds(option: str, batch_size: int, device: torch.device) -> float:
-    """One pass of the training batches with augment=<option>."""
-    train, _, _ = build_batches(compose(f"augment={option}", f"trainer.batch_size={batch_size}"), device)
+def loader_epoch_seconds(option: str, batch_size: int, device: torch.device, images: int | None) -> float:
+    """One pass of the training batches with augment=<option> (`images` of them; None: all)."""
+    overrides = [
+        f"augment={option}",
+        f"trainer.batch_size={batch_size}",
+        f"data.train_subset={images or 'null'}",
+    ]
+    train, _, _ = build_batches(compose(*overrides), device)
     start = time.perf_counter()
     for _batch in train:
         pass
@@ -62,18 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=2000, help="images torchvision is timed on")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-dir", default=str(RESULTS))
-    parser.add_argument("--smoke", action="store_true", help="1 round, 200 torchvision images")
+    parser.add_argument("--images", type=int, help="images per epoch (default: the whole training split)")
+    parser.add_argument("--smoke", action="store_true", help="1 round of 2,000 images, 100 for torchvision")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.rounds, args.sample = 1, 200
+        args.rounds, args.images, args.sample = 1, 2000, 100
     device = choose_device(args.device)
-    train, _, _ = build_batches(compose("augment=none"), device)
+    train, _, _ = build_batches(compose("augment=none", f"data.train_subset={args.images or 'null'}"), device)
     sample = train.images[: args.sample].unsqueeze(1).cpu()  # uint8 (N, 1, 28, 28)
     ours: dict[str, list[float]] = {option: [] for option in OPTIONS}
     theirs: dict[str, list[float]] = {option: [] for option in OPTIONS[2:]}
     for round_number in range(1, args.rounds + 1):
         for option in OPTIONS:
-            ours[option].append(loader_epoch_seconds(option, args.batch_size, device))
+            ours[option].append(loader_epoch_seconds(option, args.batch_size, device, args.images))
             if option in theirs:
                 theirs[option].append(torchvision_epoch_seconds(option, sample, train.num_images))
             line = f"round {round_number}  {option:15s} ours {ours[option][-1]:6.2f} s/epoch"
