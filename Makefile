@@ -11,7 +11,7 @@ DIR    ?= multirun
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,export]'
+	$(PY) -m pip install --quiet -e '.[dev,export,bench]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra

@@ -1,6 +1,6 @@
 """The cost of each `augment` option per training epoch, and the batched distortions against
 torchvision.transforms.v2 applied image by image (v2 draws one set of parameters per call, so per-image
-randomness on a batch means a loop).
+randomness on a batch means a loop) and against kornia.augmentation, which draws per image on a batch.
 
     python -m bench.augment [--rounds 3] [--batch-size 64]
 
@@ -10,6 +10,7 @@ model: the seconds the augmentation adds to an epoch on top of the step. torchvi
 """
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,28 @@ def torchvision_epoch_seconds(option: str, images: torch.Tensor, epoch_images: i
     return (time.perf_counter() - start) * epoch_images / len(images)
 
 
+def kornia_epoch_seconds(option: str, images: torch.Tensor, batch_size: int, epoch_images: int) -> float:
+    """kornia.augmentation with the same ranges on whole batches of `images`, scaled to `epoch_images`."""
+    import kornia.augmentation as K  # noqa: N812 (kornia's own spelling)
+
+    augment = compose(f"augment={option}").augment
+    transforms = []
+    if option in ("affine", "affine_elastic"):
+        translate = augment.translate / 28
+        transforms.append(K.RandomAffine(augment.degrees, (translate, translate),
+                                         (1 - augment.scale, 1 + augment.scale), augment.shear, p=1.0))  # fmt: skip
+    if option in ("elastic", "affine_elastic"):
+        size = 2 * math.ceil(3 * augment.sigma) + 1  # the kernel data/augment.py uses
+        alpha = augment.alpha * 2 / 28  # kornia's displacements are in grid units, ours in pixels
+        transforms.append(K.RandomElasticTransform((size, size), (augment.sigma,) * 2, (alpha, alpha), p=1.0))
+    transform = K.AugmentationSequential(*transforms)
+    batches = images.float().split(batch_size)
+    start = time.perf_counter()
+    for batch in batches:
+        transform(batch)
+    return (time.perf_counter() - start) * epoch_images / len(images)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,14 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     sample = train.images[: args.sample].unsqueeze(1).cpu()  # uint8 (N, 1, 28, 28)
     ours: dict[str, list[float]] = {option: [] for option in OPTIONS}
     theirs: dict[str, list[float]] = {option: [] for option in OPTIONS[2:]}
+    kornia: dict[str, list[float]] = {option: [] for option in OPTIONS[2:]}
     for round_number in range(1, args.rounds + 1):
         for option in OPTIONS:
             ours[option].append(loader_epoch_seconds(option, args.batch_size, device, args.images))
-            if option in theirs:
-                theirs[option].append(torchvision_epoch_seconds(option, sample, train.num_images))
             line = f"round {round_number}  {option:15s} ours {ours[option][-1]:6.2f} s/epoch"
             if option in theirs:
-                line += f"  torchvision v2 per image {theirs[option][-1]:7.1f} s/epoch"
+                theirs[option].append(torchvision_epoch_seconds(option, sample, train.num_images))
+                kornia[option].append(kornia_epoch_seconds(option, sample, args.batch_size, train.num_images))
+                line += (
+                    f"  kornia {kornia[option][-1]:6.2f}  torchvision v2 per image {theirs[option][-1]:7.1f}"
+                )
             print(line, flush=True)
     content: dict[str, Any] = {
         "machine": machine(),
@@ -97,12 +123,16 @@ def main(argv: list[str] | None = None) -> None:
         },  # fmt: skip
         "seconds_per_epoch": {option: spread(values) for option, values in ours.items()},
         "torchvision_v2_per_image_seconds_per_epoch": {o: spread(v) for o, v in theirs.items()},
+        "kornia_seconds_per_epoch": {o: spread(v) for o, v in kornia.items()},
     }
     path = write_result("augment", content, Path(args.out_dir))
-    print("\n| augment | ours, s/epoch | torchvision v2 per image, s/epoch |\n|---|---:|---:|")
+    print(
+        "\n| augment | ours, s/epoch | kornia, s/epoch | torchvision v2 per image, s/epoch |\n|---|---:|---:|---:|"
+    )
     for option in OPTIONS:
-        other = f"{spread(theirs[option])['median']:.1f}" if option in theirs else "-"
-        print(f"| {option} | {spread(ours[option])['median']:.2f} | {other} |")
+        k = f"{spread(kornia[option])['median']:.2f}" if option in kornia else "-"
+        v2 = f"{spread(theirs[option])['median']:.1f}" if option in theirs else "-"
+        print(f"| {option} | {spread(ours[option])['median']:.2f} | {k} | {v2} |")
     print(f"\nmedians of {args.rounds} rounds; written to {path}")
 
 
