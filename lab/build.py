@@ -90,9 +90,9 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     compile_seconds = None
     if cfg.trainer.compile:
         model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys
-        compile_seconds = warm_up(
-            model, train_batches.batch_sizes(), (val_batches or test_batches).batch_sizes()
-        )
+        evaluated = [b for b in (val_batches, test_batches) if b is not None]
+        eval_sizes = set().union(*(b.batch_sizes() for b in evaluated))
+        compile_seconds = warm_up(model, train_batches.batch_sizes(), eval_sizes)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))
     return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

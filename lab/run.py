@@ -109,7 +109,9 @@ def train_built(
         "parameters": sum(p.numel() for p in state.model.parameters()),
         "epochs": cfg.trainer.epochs,
         "best_epoch": progress.best_epoch,
-        "best_val_acc": max(progress.best_val_acc, 0.0) if setup.val_batches else None,  # None: not validated
+        "best_val_acc": max(progress.best_val_acc, 0.0)
+        if setup.val_batches is not None
+        else None,  # None: not validated
         "test_loss": test.loss,
         "test_acc": test.accuracy,
         "train_seconds": seconds,
@@ -131,7 +133,7 @@ def describe(setup: Setup, cfg: DictConfig) -> str:
     model, threads = setup.state.model, setup.threads
     parameters = sum(p.numel() for p in model.parameters())
     path = "eager" if setup.compile_seconds is None else f"compiled ({cfg.trainer.compile_mode})"
-    val_images = setup.val_batches.num_images if setup.val_batches else "no"
+    val_images = setup.val_batches.num_images if setup.val_batches is not None else "no"
     line = (
         f"{type(model).__name__} ({parameters:,} parameters) on {setup.device}, {threads} thread{'s' if threads > 1 else ''}"
         f"{', channels_last' if setup.channels_last else ''}, {path}, {cfg.trainer.precision}: "
@@ -195,7 +197,9 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
     `python tune.py`, report to the study (which may prune the run)."""
 
     def record(epoch: int, val: EpochStats | None) -> None:
-        write_status(job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val and val.accuracy)
+        write_status(
+            job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val.accuracy if val else None
+        )
 
     callables: list[EpochEnd] = [record]
     tune = cfg.get("tune")

@@ -23,9 +23,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROGRESS_EVERY = 25  # steps between updates of the bar's running loss (each update synchronises)
-EpochEnd = Callable[
-    [int, EpochStats | None], None
-]  # (epoch, validation stats or None) after it is saved, logged
+# Called with (epoch, its validation stats; None without a validation split) once the epoch is saved and logged.
+EpochEnd = Callable[[int, EpochStats | None], None]
 Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits (B, 10), labels (B,)) -> mean loss
 
 
@@ -92,15 +91,16 @@ def fit(
     state: TrainState,
     val_batches: Batches | None,
     *,
-    epochs: int,
+    epochs: float,
     checkpoints: Checkpoints,
     run_log: RunLog,
     stop: StopRequests | None = None,
     on_epoch_end: Sequence[EpochEnd] = (),
 ) -> Progress:
-    """Train `state` for `epochs` (from where it stands: a resumed state continues mid-epoch), validating after
-    each (unless `val_batches` is None: then best.pt is the last epoch); keep last.pt and best.pt; log each epoch. `stop` (signals, max_steps) ends the run after the current
-    step with last.pt written: TrainingStopped says where. `on_epoch_end` callables run last; they may raise
+    """Train `state` for `epochs` (1.5: one and a half passes; a resumed state continues mid-epoch),
+    validating after each (with `val_batches` None, none: best.pt is then the last epoch); keep last.pt and
+    best.pt; log each epoch. `stop` (signals, max_steps) ends the run after the current step with last.pt
+    written: TrainingStopped says where. `on_epoch_end` callables run last; they may raise
     to end the run (a search's pruner does)."""
     stop = stop or StopRequests()
     progress = state.progress
