@@ -38,10 +38,10 @@ def split_validation(
     return (images[train], labels[train]), (images[val], labels[val])
 
 
-def normalize(images: Tensor) -> Tensor:
-    """uint8 (or float in [0, 255]) (B, 28, 28) -> float (B, 1, 28, 28) with MNIST's mean and std: the models'
-    input (DESIGN.md)."""
-    return images.unsqueeze(1).float().sub_(255.0 * MNIST_MEAN).div_(255.0 * MNIST_STD)
+def normalize(images: Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Tensor:
+    """uint8 (or float in [0, 255]) (B, 28, 28) -> float (B, 1, 28, 28) with the dataset's mean and std (of its
+    training images in [0, 1]; MNIST's by default): the models' input (DESIGN.md)."""
+    return images.unsqueeze(1).float().sub_(255.0 * mean).div_(255.0 * std)
 
 
 def shifted_views(images: Tensor, max_shift: int) -> Tensor:
@@ -65,15 +65,16 @@ class DeviceBatches:
         batch_size: int,
         device: torch.device,
         *,
-        shuffle: bool = False,
+        seed: int | None = None,
         augment: Augment | None = None,
-        seed: int = 0,
+        mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
     ) -> None:
+        """`seed`: shuffle every pass (and draw the augmentation) with a generator seeded so; None: in order.
+        `mean_std`: the dataset's normalisation constants."""
         augment = augment or Augment()
+        shuffle = seed is not None
         if (augment.max_shift or augment.distorts) and not shuffle:
-            raise ValueError(
-                "random shifts and distortions are a training augmentation: they need shuffle=True"
-            )
+            raise ValueError("random shifts and distortions are a training augmentation: they need a seed")
         self.images = images.to(device)  # uint8 (N, 28, 28): a quarter of float32's memory
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -81,7 +82,8 @@ class DeviceBatches:
         self.augment = augment
         self.max_shift = augment.max_shift
         self.distortion = augment if augment.distorts else None
-        self.generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and shifts only
+        self.mean_std = mean_std
+        self.generator = torch.Generator(device=device).manual_seed(seed or 0)  # shuffling, augmentation
         self.shifted = shifted_views(self.images, self.max_shift) if self.max_shift else None
         self.order: Tensor | None = None  # this epoch's permutation (None: in order)
         self.next_batch = 0
@@ -117,7 +119,7 @@ class DeviceBatches:
                 labels = self.labels.index_select(0, index)  # index_select: ~10x faster than images[index]
                 images = self._augmented(index, self.generator)
             self.next_batch = batch + 1  # what a checkpoint taken after this batch resumes from
-            yield normalize(images), labels
+            yield normalize(images, *self.mean_std), labels
 
     def _augmented(self, index: Tensor, generator: torch.Generator) -> Tensor:
         """The images at `index`, shifted and distorted with draws from `generator`: (B, 28, 28)."""

@@ -50,6 +50,12 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
         composed = compose(*overrides)
         for group in {override_key(o).split(".", 1)[0] for o in overrides}:
             cfg[group] = composed[group]
+        trained_on = saved_config(checkpoint).data.name
+        if cfg.data.name != trained_on:
+            raise ValueError(
+                f"{path} was trained on {trained_on}; these overrides ask for {cfg.data.name} "
+                f"(data.name): a model is evaluated on the dataset it learned"
+            )
     device = choose_device(cfg.trainer.device)
     model, _ = build_model(cfg, device)  # in the memory format it was tested in: the same numbers
     model.load_state_dict(checkpoint["model"])
@@ -74,6 +80,10 @@ ADDED_KEYS = [
     ("trainer.label_smoothing", 0.0, None),
     ("trainer.compile_mode", "default", None),
     ("model.pool", "avg", "models.LeNet"),
+    ("data.name", "mnist", None),  # before Fashion-MNIST, every run was MNIST with its fixed constants
+    ("data.mean", 0.1307, None),
+    ("data.std", 0.3081, None),
+    ("data.classes", [str(k) for k in range(10)], None),
 ]
 
 

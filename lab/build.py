@@ -47,16 +47,19 @@ def build_batches(
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
     )
     subset = cfg.data.train_subset  # None: all
+    mean_std = (cfg.data.mean, cfg.data.std)
     train = DeviceBatches(
-        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device, shuffle=True,
-        augment=Augment(**cfg.augment), seed=cfg.seed,
+        train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
+        seed=cfg.seed, augment=Augment(**cfg.augment), mean_std=mean_std,
     )  # fmt: skip
     val = (
-        DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device)
+        DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device, mean_std=mean_std)
         if len(val_labels)
         else None
     )
-    test = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device)
+    test = DeviceBatches(
+        mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, device, mean_std=mean_std
+    )
     return train, val, test
 
 

@@ -83,6 +83,9 @@ CHECKED_KEYS = {
         lambda v: (type(v) is int and v >= 0) or (type(v) is float and 0 < v < 1),
         "an integer >= 0 (images; 0: train on all of them, no validation) or a fraction in (0, 1)",
     ),
+    "data.mean": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
+    "data.std": (lambda v: type(v) in (int, float) and 0 < v <= 1, "a number in (0, 1]"),
+    "data.classes": (lambda v: v is not None and len(v) == 10, "a list of the 10 class names"),
     "augment.max_shift": _NON_NEGATIVE_INT,
     "augment.degrees": (
         lambda v: type(v) in (int, float) and 0 <= v <= 180,

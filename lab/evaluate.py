@@ -18,7 +18,8 @@ def evaluate_trained(trained: Trained, out: str | None) -> str:
     return the report to print."""
     cfg = trained.cfg
     mnist = read_data(cfg)
-    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device)
+    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
+                            mean_std=(cfg.data.mean, cfg.data.std))  # fmt: skip
     stats, predictions = predict(trained.model, batches, amp_dtype=PRECISIONS[cfg.trainer.precision])
     matrix = confusion_matrix(predictions.predicted, predictions.labels)
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")

@@ -57,7 +57,7 @@ def export_trained(trained: Trained, fmt: str, out: str | None) -> tuple[str, bo
     model = trained.model.to("cpu", memory_format=torch.contiguous_format).eval()  # exported for the CPU
     path = Path(out or trained.checkpoint.parent.parent / "export" / FORMATS[fmt])
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = normalize(mnist.test_images[: max(CHECK_BATCHES)])  # real test digits, (N, 1, 28, 28)
+    images = normalize(mnist.test_images[: max(CHECK_BATCHES)], trained.cfg.data.mean, trained.cfg.data.std)
     exporter = export_onnx if fmt == "onnx" else export_torchscript
     exported = exporter(model, images[:2], path)
     worst, same = 0.0, True

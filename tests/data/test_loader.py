@@ -25,12 +25,12 @@ def test_validation_split_is_seeded_disjoint_and_complete() -> None:
 def test_batches_cover_every_image_once_per_epoch_in_a_new_seeded_order() -> None:
     images = torch.zeros(103, 28, 28, dtype=torch.uint8)
     labels = torch.arange(103)
-    batches = DeviceBatches(images, labels, 10, torch.device("cpu"), shuffle=True, seed=3)
+    batches = DeviceBatches(images, labels, 10, torch.device("cpu"), seed=3)
     epochs = [torch.cat([y for _, y in batches]) for _ in range(2)]
     assert len(batches) == 11
     assert all(sorted(order.tolist()) == list(range(103)) for order in epochs)
     assert not torch.equal(epochs[0], epochs[1])
-    again = DeviceBatches(images, labels, 10, torch.device("cpu"), shuffle=True, seed=3)
+    again = DeviceBatches(images, labels, 10, torch.device("cpu"), seed=3)
     assert torch.equal(torch.cat([y for _, y in again]), epochs[0])
     x, _ = next(iter(batches))
     assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32
@@ -54,7 +54,6 @@ def test_random_shifts_move_whole_images_by_at_most_max_shift() -> None:
         torch.arange(500),
         100,
         torch.device("cpu"),
-        shuffle=True,
         augment=Augment(max_shift=2),
         seed=0,
     )
@@ -94,7 +93,7 @@ def test_device_batches_give_the_classic_normalised_images() -> None:
     images = torch.from_numpy(synthetic_digits(300, 0)[0])
     classic = (images.float() / 255 - MNIST_MEAN) / MNIST_STD  # what ToTensor + Normalize give
     positions = torch.arange(300)  # as labels: each batch says which images it holds
-    batches = DeviceBatches(images, positions, 64, torch.device("cpu"), shuffle=True, seed=1)
+    batches = DeviceBatches(images, positions, 64, torch.device("cpu"), seed=1)
     seen = []
     for x, index in batches:
         assert x.shape[1:] == (1, 28, 28)

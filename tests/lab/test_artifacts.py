@@ -90,3 +90,11 @@ def test_an_old_run_resumes_where_it_stopped(old_run: Path) -> None:
     assert steps == list(range(1, 2 * 16 + 1))  # 24 steps before, 8 after: no gap, no duplicate
     assert [step for step, _ in scalars(old_run, "val/acc")] == [1, 2]
     assert metrics["test_acc"] > 0.7
+
+
+def test_a_model_is_not_evaluated_on_another_dataset(old_run: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"was trained on mnist; these overrides ask for fashion_mnist \(data.name\)"
+    ):
+        load_trained(str(old_run), ["data=fashion_mnist"])
+    assert load_trained(str(old_run), ["data=mnist_pickle"]).cfg.data.name == "mnist"  # another source of it

@@ -19,7 +19,7 @@ def test_train_one_epoch_lowers_the_loss_on_learnable_data() -> None:
     torch.manual_seed(0)
     images, labels = synthetic_digits(512, 0)
     batches = DeviceBatches(
-        torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), shuffle=True
+        torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), seed=0
     )
     model = LeNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -40,7 +40,7 @@ def test_mixed_precision_epoch_tracks_float32(precision: torch.dtype, tolerance:
         model = LeNet()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = DeviceBatches(
-            torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), shuffle=True
+            torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu"), seed=0
         )
         scaler = torch.amp.GradScaler("cpu") if amp_dtype is torch.float16 else None
         precision = Precision(amp_dtype, scaler)
