@@ -1,11 +1,13 @@
-"""Predict digits in ordinary images with a trained model.
+"""Predict what ordinary images show (digits, or Fashion-MNIST's clothing) with a trained model.
 
 python predict.py ckpt=<run dir or checkpoint> images=[digit.png,photo.jpg]   # or images=<folder> / one file
 python predict.py ckpt=<...> images=drawings/ --json                           # machine-readable output
 
-Each image is prepared the way MNIST's digits were made (data/images.py). A file that cannot be used
-(unreadable, not an image, no ink) gets its own error line, and the others are still predicted (exit status
-1 if any failed).
+Each image is prepared the way the images of the checkpoint's dataset were made (data/images.py: MNIST's
+digits centred by their centre of mass in a 20x20 box; Fashion-MNIST's whole item scaled to 28x28), and the
+three likeliest classes are printed by name with their probabilities (JSON: `class`, `name`, `probability`).
+A file that cannot be used (unreadable, not an image, nothing drawn) gets its own error line, and the others
+are still predicted (exit status 1 if any failed).
 """
 
 import sys

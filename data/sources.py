@@ -121,7 +121,7 @@ def read_pickle(path: str | Path) -> MNISTData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"pickle not found: {path} (data.source.path). `make data` writes data/mnist.pkl."
+            f"pickle not found: {path} (data.source.path). `make data` writes data/mnist.pkl and data/fashion_mnist.pkl."
         )
     content = load_arrays(path)
     parts = _pairs(content, path)

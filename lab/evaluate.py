@@ -21,18 +21,19 @@ def evaluate_trained(trained: Trained, out: str | None) -> str:
     batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
                             mean_std=(cfg.data.mean, cfg.data.std))  # fmt: skip
     stats, predictions = predict(trained.model, batches, amp_dtype=PRECISIONS[cfg.trainer.precision])
-    matrix = confusion_matrix(predictions.predicted, predictions.labels)
+    classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
+    matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     name = type(trained.model).__name__
-    confusion_figure(matrix, f"{name}, {stats.images:,} test images").savefig(path)
-    misclassified_figure(predictions).savefig(grid)
+    confusion_figure(matrix, f"{name}, {stats.images:,} test images", classes).savefig(path)
+    misclassified_figure(predictions, classes, mean_std).savefig(grid)
     return "\n".join([
-        f"{trained.checkpoint}: {name} on {stats.images:,} test images",
+        f"{trained.checkpoint}: {name} on {stats.images:,} test images ({cfg.data.name})",
         f"  accuracy {stats.accuracy:.2%} ({int(matrix.diag().sum()):,} of {stats.images:,})  loss {stats.loss:.4f}",
         "",
-        confusion_table(matrix),
+        confusion_table(matrix, classes),
         "",
-        f"saved the confusion matrix to {path} and the misclassified digits to {grid}",
+        f"saved the confusion matrix to {path} and the misclassified images to {grid}",
     ])  # fmt: skip

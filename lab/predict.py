@@ -1,4 +1,5 @@
-"""predict.py's work: the three likeliest digits of each image file, with a trained model."""
+"""predict.py's work: the three likeliest classes of each image file, with a trained model; each image is
+prepared as the images of the checkpoint's dataset were made (data.name), its classes named by data.classes."""
 
 import json
 import sys
@@ -6,7 +7,7 @@ from typing import Any
 
 import torch
 
-from data.images import ImageError, image_paths, load_greyscale, mnist_like, to_input
+from data.images import ImageError, image_paths, load_greyscale, prepare, to_input
 from lab.artifacts import Trained
 
 USAGE = (
@@ -19,10 +20,11 @@ def predict_files(trained: Trained, spec: str) -> list[dict[str, Any]]:
     paths = image_paths(spec)
     if not paths:
         raise FileNotFoundError(f"images={spec}: no image files there")
+    data = trained.cfg.data
     results = []
     for path in paths:
         try:
-            x = to_input(mnist_like(load_greyscale(path))).to(trained.device)  # (1, 1, 28, 28)
+            x = to_input(prepare(load_greyscale(path), data.name), data.mean, data.std).to(trained.device)
         except ImageError as error:
             results.append({"image": str(path), "error": str(error)})
             continue
@@ -30,7 +32,8 @@ def predict_files(trained: Trained, spec: str) -> list[dict[str, Any]]:
             probs = trained.model(x).float().softmax(dim=1)[0]
         top = probs.topk(3)
         results.append({"image": str(path), "top3": [
-            {"digit": int(k), "probability": round(float(p), 4)} for p, k in zip(top.values, top.indices, strict=True)
+            {"class": int(k), "name": data.classes[int(k)], "probability": round(float(p), 4)}
+            for p, k in zip(top.values, top.indices, strict=True)
         ]})  # fmt: skip
     return results
 
@@ -43,6 +46,6 @@ def show(results: list[dict[str, Any]], as_json: bool) -> int:
         if "error" in result:
             print(f"error: {result['image']}: {result['error']}", file=sys.stderr)
         else:
-            guesses = "  ".join(f"{t['digit']} ({t['probability']:.1%})" for t in result["top3"])
+            guesses = "  ".join(f"{t['name']} ({t['probability']:.1%})" for t in result["top3"])
             print(f"{result['image']}: {guesses}")
     return 1 if any("error" in r for r in results) else 0

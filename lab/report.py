@@ -2,7 +2,7 @@
 
 Reads each run's .hydra/overrides.yaml, status.json and metrics.json below the directory; a configuration
 is a set of overrides without the seed. Prints the leaderboard as a Markdown table and writes, beside the
-runs, leaderboard.md, leaderboard.csv, val_acc_per_epoch.png and test_acc_vs_params.png.
+runs, leaderboard.md, leaderboard.csv, val_acc_per_epoch.png, test_acc_vs_params.png and test_error.png.
 """
 
 import csv
@@ -59,6 +59,15 @@ class Row:
         values = self.values(key)
         return statistics.stdev(values) if len(values) > 1 else None
 
+    def weakest_class(self) -> tuple[str, float] | None:
+        """The class (by its dataset's name) with the lowest test accuracy, mean over seeds; None if unknown."""
+        per_run = [m["test_class_acc"] for m in self.completed if m.get("test_class_acc")]
+        if not per_run:
+            return None
+        means = {name: statistics.fmean(r[name] for r in per_run) for name in per_run[0]}
+        name = min(means, key=means.__getitem__)
+        return name, means[name]
+
     def seconds_per_epoch(self) -> float | None:
         values = [m["train_seconds"] / m["epochs"] for m in self.completed if m["epochs"]]
         return statistics.fmean(values) if values else None
@@ -95,7 +104,7 @@ def group(runs: list[Run]) -> tuple[list[Row], list[str]]:
 
 
 COLUMNS = ["configuration", "model", "parameters", "seeds", "test acc. mean", "test acc. std",
-           "best val. acc. mean", "s / epoch", "failed"]  # fmt: skip
+           "best val. acc. mean", "weakest class (test)", "s / epoch", "failed"]  # fmt: skip
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -106,7 +115,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
 
     cells = []
     for row in rows:
-        done = row.completed
+        done, weakest = row.completed, row.weakest_class()
         cells.append([
             row.name,
             done[0]["model"] if done else "-",
@@ -115,6 +124,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
             pct(row.mean("test_acc")),
             pct(row.std("test_acc")),
             pct(row.mean("best_val_acc")),
+            "-" if weakest is None else f"{weakest[0]} {weakest[1]:.2%}",
             "-" if row.seconds_per_epoch() is None else f"{row.seconds_per_epoch():.1f}",
             str(row.failed),
         ])  # fmt: skip
@@ -134,13 +144,14 @@ def write_csv(rows: list[Row], path: Path) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["configuration", "model", "parameters", "seeds", "test_acc_mean", "test_acc_std",
-                         "best_val_acc_mean", "seconds_per_epoch", "failed", "run_dirs"])  # fmt: skip
+                         "best_val_acc_mean", "weakest_class", "weakest_class_acc", "seconds_per_epoch", "failed",
+                         "run_dirs"])  # fmt: skip
         for row in rows:
-            done = row.completed
+            done, weakest = row.completed, row.weakest_class() or (None, None)
             writer.writerow([
                 row.name, done[0]["model"] if done else "", done[0]["parameters"] if done else "", len(done),
-                row.mean("test_acc"), row.std("test_acc"), row.mean("best_val_acc"), row.seconds_per_epoch(),
-                row.failed, " ".join(str(r.path) for r in row.runs),
+                row.mean("test_acc"), row.std("test_acc"), row.mean("best_val_acc"), *weakest,
+                row.seconds_per_epoch(), row.failed, " ".join(str(r.path) for r in row.runs),
             ])  # fmt: skip
 
 
@@ -162,7 +173,8 @@ def plot_curves(rows: list[Row], path: Path) -> None:
         title="Validation accuracy per epoch (mean over seeds)",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -180,7 +192,25 @@ def plot_size(rows: list[Row], path: Path) -> None:
     ax.set_xscale("log")
     ax.set(xlabel="parameters", ylabel="test accuracy (%)", title="Test accuracy against model size")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_errors(rows: list[Row], path: Path) -> None:
+    """Test error (%) of each configuration: the mean over seeds as a bar, the standard deviation as its
+    error bar, every seed as a dot (the frontier table's figure)."""
+    done = [row for row in rows if row.completed]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(done), 1)), dpi=110)
+    for y, row in enumerate(done):
+        errors = [(1 - a) * 100 for a in row.values("test_acc")]
+        ax.barh(y, statistics.fmean(errors), xerr=(row.std("test_acc") or 0) * 100, capsize=4, alpha=0.6)
+        ax.plot(errors, [y] * len(errors), "k.", markersize=5)
+    ax.set_yticks(range(len(done)), [row.name for row in done], fontsize=7)
+    ax.set(xlabel="test error (%)", title="Test error: mean and std over seeds (dots: each seed)")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -199,4 +229,8 @@ def report(directory: Path) -> str:
     write_csv(rows, directory / "leaderboard.csv")
     plot_curves(rows, directory / "val_acc_per_epoch.png")
     plot_size(rows, directory / "test_acc_vs_params.png")
-    return f"{text}\nwrote {directory / 'leaderboard.md'}, leaderboard.csv, val_acc_per_epoch.png, test_acc_vs_params.png"
+    plot_errors(rows, directory / "test_error.png")
+    return (
+        f"{text}\nwrote {directory / 'leaderboard.md'}, leaderboard.csv, val_acc_per_epoch.png, "
+        "test_acc_vs_params.png, test_error.png"
+    )

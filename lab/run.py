@@ -27,8 +27,8 @@ from lab.config import override_key
 from lab.provenance import provenance
 from lab.status import Pruned, identity, read_status, write_status
 from trainer.checkpoint import Checkpoints, write_json
-from trainer.diagnostics import model_summary
-from trainer.evaluation import EpochStats
+from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
+from trainer.evaluation import EpochStats, Predictions
 from trainer.loop import EpochEnd, final_evaluation, fit
 from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped
 from trainer.tensorboard import RunLog
@@ -94,13 +94,14 @@ def train_built(
         log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
     origin = provenance(setup.device)
     checkpoints = Checkpoints(run_dir / CHECKPOINTS)
-    with RunLog(run_dir, cfg.trainer.histograms_every) as run_log:
+    classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
+    with RunLog(run_dir, cfg.trainer.histograms_every, classes, mean_std) as run_log:
         if resume is None:  # once per run, not again on resume
             run_log.start(state.model, example, texts(cfg, layers, origin))
             run_log.training_images(state.train_batches.preview(64, seed=cfg.seed))
         progress = fit(state, setup.val_batches, epochs=cfg.trainer.epochs, checkpoints=checkpoints,
                        run_log=run_log, stop=StopRequests(cfg.trainer.max_steps), on_epoch_end=on_epoch_end)  # fmt: skip
-        test = final_evaluation(state, setup.test_batches, checkpoints, run_log, step=progress.epoch)
+        test, predictions = final_evaluation(state, setup.test_batches, checkpoints, run_log, progress.epoch)
         if hparams is not None:
             run_log.hparams(*hparams)
     seconds = progress.train_seconds
@@ -114,6 +115,7 @@ def train_built(
         else None,  # None: not validated
         "test_loss": test.loss,
         "test_acc": test.accuracy,
+        "test_class_acc": class_accuracy(predictions, classes),
         "train_seconds": seconds,
         "images_per_second": progress.train_images / seconds if seconds else 0.0,
         "compile_seconds": setup.compile_seconds,
@@ -125,6 +127,12 @@ def train_built(
     }
     write_json(metrics, run_dir / "metrics.json")
     return metrics
+
+
+def class_accuracy(predictions: Predictions, classes: list[str]) -> dict[str, float]:
+    """The test accuracy of each class, by name (metrics.json; the report names the weakest)."""
+    matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
+    return dict(zip(classes, per_class_accuracy(matrix).tolist(), strict=True))
 
 
 def describe(setup: Setup, cfg: DictConfig) -> str:

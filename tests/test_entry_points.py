@@ -152,7 +152,7 @@ def test_predict_prints_json_and_names_bad_files(
     done = run_script("predict.py", f"ckpt={run_dir}", f"images={tmp_path}", "--json")
     assert done.returncode == 1  # one file failed
     results = {Path(r["image"]).name: r for r in json.loads(done.stdout)}
-    assert results["seven.png"]["top3"][0]["digit"] == 7
+    assert results["seven.png"]["top3"][0]["class"] == 7
     assert "not an image" in results["broken.png"]["error"]
 
 

@@ -1,7 +1,10 @@
 """What a model gets wrong: predictions over a set, the confusion matrix, per-class accuracy, and the
-figures TensorBoard shows (confusion matrices, a grid of misclassified digits). Plain tensors in, no config."""
+figures TensorBoard shows (confusion matrices, a grid of misclassified images), with the classes named as
+the dataset names them (data.classes). Plain tensors and names in, no config."""
 
 import math
+import re
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -15,6 +18,14 @@ from data.loader import MNIST_MEAN, MNIST_STD  # noqa: E402
 from trainer.evaluation import Predictions  # noqa: E402
 
 NUM_CLASSES = 10
+DIGITS = tuple(str(k) for k in range(NUM_CLASSES))  # MNIST's class names
+
+
+def class_tags(classes: Sequence[str]) -> list[str]:
+    """Names fit for TensorBoard tags and JSON keys: a digit stays `3`; `T-shirt/top` (class 0) becomes
+    `0_T-shirt_top` (a `/` would open a tag group)."""
+    return [name if name == str(k) else f"{k}_{re.sub(r'[^0-9A-Za-z-]+', '_', name)}"
+            for k, name in enumerate(classes)]  # fmt: skip
 
 
 def confusion_matrix(predicted: Tensor, labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
@@ -28,19 +39,19 @@ def per_class_accuracy(matrix: Tensor) -> Tensor:
     return matrix.diag().double() / matrix.sum(dim=1).clamp(min=1).double()
 
 
-def confusion_table(matrix: Tensor) -> str:
+def confusion_table(matrix: Tensor, classes: Sequence[str] = DIGITS) -> str:
     """The counts as a Markdown table (rows: true class, columns: predicted), with per-class accuracy."""
-    classes = range(matrix.shape[0])
-    lines = ["| true \\ predicted | " + " | ".join(map(str, classes)) + " | accuracy |",
+    lines = ["| true \\ predicted | " + " | ".join(classes) + " | accuracy |",
              "|---:|" + "---:|" * (len(classes) + 1)]  # fmt: skip
-    for k, accuracy in zip(classes, per_class_accuracy(matrix).tolist(), strict=True):
-        lines.append(f"| **{k}** | " + " | ".join(str(int(v)) for v in matrix[k]) + f" | {accuracy:.2%} |")
+    for k, (name, accuracy) in enumerate(zip(classes, per_class_accuracy(matrix).tolist(), strict=True)):
+        lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in matrix[k]) + f" | {accuracy:.2%} |")
     return "\n".join(lines)
 
 
-def confusion_figure(matrix: Tensor, title: str) -> Figure:
-    """Counts and row-normalised fractions side by side, each cell labelled."""
+def confusion_figure(matrix: Tensor, title: str, classes: Sequence[str] = DIGITS) -> Figure:
+    """Counts and row-normalised fractions side by side, each cell labelled, the axes by class name."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=80)
+    long_names = max(map(len, classes)) > 2
     normalised = matrix.double() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
     for ax, values, name, fmt in (
         (axes[0], matrix, "counts", "{:.0f}"),
@@ -54,33 +65,48 @@ def confusion_figure(matrix: Tensor, title: str) -> Figure:
                     dark = normalised[true, pred] > 0.5
                     ax.text(pred, true, fmt.format(value), ha="center", va="center", fontsize=7,
                             color="white" if dark else "black")  # fmt: skip
-        ax.set(xlabel="predicted", ylabel="true", title=f"{title} ({name})",
-               xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))  # fmt: skip
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.1, top=0.93, wspace=0.12)  # tight_layout: 0.45 s
-    return fig
+        ax.set(xlabel="predicted", ylabel="true", title=f"{title} ({name})")
+        ax.set_xticks(range(len(classes)), classes, fontsize=7, rotation=30 if long_names else 0,
+                      ha="right" if long_names else "center")  # fmt: skip
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    left, bottom = (0.09, 0.17) if long_names else (0.05, 0.1)
+    fig.subplots_adjust(left=left, right=0.99, bottom=bottom, top=0.93, wspace=0.22 if long_names else 0.12)
+    return fig  # (tight_layout would cost 0.45 s)
 
 
-def misclassified_figure(predictions: Predictions, limit: int = 64) -> Figure:
-    """Up to `limit` misclassified digits, 8 to a row, each titled `true -> predicted (confidence)`.
+def misclassified_figure(
+    predictions: Predictions,
+    classes: Sequence[str] = DIGITS,
+    mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
+    limit: int = 64,
+) -> Figure:
+    """Up to `limit` misclassified images, 8 to a row, each titled `true -> predicted (confidence)` by class
+    name; `mean_std` undoes the inputs' normalisation.
 
     One image with the digits laid out in it and a text per digit: a grid of 64 Axes (and tight_layout)
     took 1.5-2.5 s to draw here; this takes a tenth of that."""
     shown = min(len(predictions.wrong_index), limit)
+    long_names = max(map(len, classes)) > 2  # two lines of title, a wider cell
+    cell_w, cell_h, band = (56, 48, 19) if long_names else (36, 40, 11)  # image pixels; band: the title's
     columns, rows = 8, max(math.ceil(shown / 8), 1)
-    fig = plt.figure(figsize=(columns * 1.3, rows * 1.5), dpi=80)  # 104 x 120 pixels a digit
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / (rows * 1.5)))  # 0.45 inch above for the title
+    width, height = columns * cell_w * 1.3 / 36, rows * cell_h * 1.5 / 40  # inches: 104 x 120 pixels a digit
+    fig = plt.figure(figsize=(width, height), dpi=80)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / height))  # 0.45 inch above for the title
     ax.axis("off")
-    cell_w, cell_h, band = 36, 40, 11  # in image pixels: a 28x28 digit under an 11-pixel band for its title
     canvas = torch.zeros(rows * cell_h, columns * cell_w)
-    images = predictions.wrong_images[:shown, 0] * MNIST_STD + MNIST_MEAN  # back to [0, 1] ink
+    mean, std = mean_std
+    images = predictions.wrong_images[:shown, 0] * std + mean  # back to [0, 1]
     for k in range(shown):
         row, column = divmod(k, columns)
         top, left = row * cell_h + band, column * cell_w + (cell_w - 28) // 2
         canvas[top : top + 28, left : left + 28] = images[k]
         index = predictions.wrong_index[k]
-        ax.text(column * cell_w + cell_w / 2, top - 1.5, f"{int(predictions.labels[index])} → "
-                f"{int(predictions.predicted[index])} ({float(predictions.confidence[index]):.2f})",
-                ha="center", va="bottom", fontsize=8)  # fmt: skip
+        true, guess = classes[int(predictions.labels[index])], classes[int(predictions.predicted[index])]
+        confidence = float(predictions.confidence[index])
+        title = (
+            f"{true}\n→ {guess} ({confidence:.2f})" if long_names else f"{true} → {guess} ({confidence:.2f})"
+        )
+        ax.text(column * cell_w + cell_w / 2, top - 1.5, title, ha="center", va="bottom", fontsize=8)
     ax.imshow(
         canvas.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1, aspect="auto", interpolation="nearest"
     )

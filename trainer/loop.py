@@ -209,10 +209,10 @@ def _until(batches: Iterable[T], should_stop: Callable[[int], bool]) -> Iterator
 
 def final_evaluation(
     state: TrainState, test_batches: Batches, checkpoints: Checkpoints, run_log: RunLog, step: int
-) -> EpochStats:
+) -> tuple[EpochStats, Predictions]:
     """Test once, with the weights that validated best (not merely the last ones); log it at `step`."""
     if state.progress.best_epoch:
         state.model.load_state_dict(checkpoints.best_model())
     test, predictions = predict(state.model, test_batches, amp_dtype=state.precision.dtype)
     run_log.test(test, predictions, step)
-    return test
+    return test, predictions

@@ -9,6 +9,7 @@ are the curves above (so the Scalars tab holds only real curves).
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from tensorboard.plugins.hparams import summary_v2 as hparams_api
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
+from data.loader import MNIST_MEAN, MNIST_STD
 from trainer.diagnostics import (
-    NUM_CLASSES,
+    DIGITS,
+    class_tags,
     confusion_figure,
     confusion_matrix,
     confusion_table,
@@ -43,11 +46,19 @@ def epoch_scalars(train: EpochStats, val: EpochStats | None, lr: float) -> dict[
 
 
 class RunLog:
-    """Everything a run writes to TensorBoard, through one SummaryWriter on `log_dir`."""
+    """Everything a run writes to TensorBoard, through one SummaryWriter on `log_dir`; per-class tags and
+    figures name the classes as `classes` does, and images are shown un-normalised with `mean_std`."""
 
-    def __init__(self, log_dir: Path, histograms_every: int = 1) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        histograms_every: int = 1,
+        classes: Sequence[str] = DIGITS,
+        mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
+    ) -> None:
         self.writer = SummaryWriter(log_dir=str(log_dir))
         self.histograms_every = histograms_every  # epochs between weight/gradient histograms (0: never)
+        self.classes, self.mean_std = list(classes), mean_std
 
     def start(self, model: nn.Module, example: Tensor, texts: dict[str, str]) -> None:
         """`texts` (Markdown: config, model summary, provenance) and the model's graph, traced on `example`."""
@@ -103,17 +114,22 @@ class RunLog:
     def diagnosis(self, split: str, predictions: Predictions, step: int, full: bool = False) -> None:
         """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the table, the
         per-class precision-recall curves and the grid of misclassified digits."""
-        matrix = confusion_matrix(predictions.predicted, predictions.labels)
-        self.writer.add_figure(f"{split}/confusion_matrix", confusion_figure(matrix, split), step)
-        for k, accuracy in enumerate(per_class_accuracy(matrix).tolist()):
-            self.writer.add_scalar(f"{split}_class_acc/{k}", accuracy, step)
+        matrix = confusion_matrix(predictions.predicted, predictions.labels, len(self.classes))
+        figure = confusion_figure(matrix, split, self.classes)
+        self.writer.add_figure(f"{split}/confusion_matrix", figure, step)
+        tags = class_tags(self.classes)
+        for tag, accuracy in zip(tags, per_class_accuracy(matrix).tolist(), strict=True):
+            self.writer.add_scalar(f"{split}_class_acc/{tag}", accuracy, step)
         if full:
-            self.writer.add_text(f"{split}/confusion_matrix_counts", confusion_table(matrix), step)
-            for k in range(NUM_CLASSES):
+            self.writer.add_text(
+                f"{split}/confusion_matrix_counts", confusion_table(matrix, self.classes), step
+            )
+            for k, tag in enumerate(tags):
                 self.writer.add_pr_curve(
-                    f"{split}_pr_curve/{k}", predictions.labels == k, predictions.probs[:, k], step
+                    f"{split}_pr_curve/{tag}", predictions.labels == k, predictions.probs[:, k], step
                 )
-            self.writer.add_figure(f"{split}/misclassified", misclassified_figure(predictions), step)
+            wrong = misclassified_figure(predictions, self.classes, self.mean_std)
+            self.writer.add_figure(f"{split}/misclassified", wrong, step)
 
     def close(self) -> None:
         """Flush and close the event file."""

@@ -180,8 +180,13 @@ def test_bad_training_arrays_are_refused_naming_the_split(tmp_path: Path, change
         read_pickle(path)
 
 
-def test_made_pickle_holds_exactly_the_official_files(mnist_root: Path) -> None:
-    from_idx, from_pickle = read_idx(mnist_root), read_pickle(mnist_root / "mnist.pkl")
+@pytest.mark.parametrize(
+    ("dataset", "pickle_name"), [("MNIST", "mnist.pkl"), ("FashionMNIST", "fashion_mnist.pkl")]
+)
+def test_made_pickles_hold_exactly_the_official_files(
+    mnist_root: Path, dataset: str, pickle_name: str
+) -> None:
+    from_idx, from_pickle = read_idx(mnist_root, dataset=dataset), read_pickle(mnist_root / pickle_name)
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(from_idx, name), getattr(from_pickle, name)), name
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose, override_key, split_args
 
@@ -18,7 +19,7 @@ def options(group: str) -> list[str]:
 
 def test_groups_have_the_options_the_readme_promises() -> None:
     assert options("model") == ["lenet", "lenet_res", "resmlp"]
-    assert options("data") == ["fashion_mnist", "mnist", "mnist_pickle"]
+    assert options("data") == ["fashion_mnist", "fashion_mnist_pickle", "mnist", "mnist_pickle"]
     assert options("augment") == ["affine", "affine_elastic", "elastic", "none", "shift"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["cosine", "none", "onecycle", "step"]
@@ -63,6 +64,11 @@ def test_config_paths_resolve_from_the_project_root_not_the_working_directory(tm
     try:
         cfg = compose("data=mnist_pickle")
         assert Path(cfg.data.source.path) == PROJECT_ROOT / "data" / "mnist.pkl"
+        fashion = compose("data=fashion_mnist_pickle").data
+        assert Path(fashion.source.path) == PROJECT_ROOT / "data" / "fashion_mnist.pkl"
+        assert OmegaConf.to_container(fashion, resolve=True) | {"source": None} == OmegaConf.to_container(
+            compose("data=fashion_mnist").data, resolve=True
+        ) | {"source": None}  # the same name, constants, classes and split as the IDX option
         assert Path(compose().data.source.root) == PROJECT_ROOT / "data"
     finally:
         os.chdir(cwd)

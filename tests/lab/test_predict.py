@@ -53,13 +53,13 @@ def test_predict_reads_ordinary_images_and_reports_bad_files(
     results = {Path(r["image"]): r for r in predict_files(trained, str(tmp_path))}
     assert "not an image" in results[tmp_path / "zz_broken.png"]["error"]
     assert "blank" in results[tmp_path / "zz_blank.png"]["error"]
-    right = sum(results[path]["top3"][0]["digit"] == label for path, label in truth.items())
+    right = sum(results[path]["top3"][0]["class"] == label for path, label in truth.items())
     assert right / len(truth) >= 0.95, right
     for path in sorted(truth)[:20]:  # the three likeliest digits, as the model itself ranks them
         with torch.inference_mode():
             probs = trained.model(to_input(mnist_like(load_greyscale(path)))).softmax(dim=1)[0]
         top = probs.topk(3)
-        assert [t["digit"] for t in results[path]["top3"]] == top.indices.tolist()
+        assert [t["class"] for t in results[path]["top3"]] == top.indices.tolist()
         assert [t["probability"] for t in results[path]["top3"]] == pytest.approx(
             top.values.tolist(), abs=1e-4
         )

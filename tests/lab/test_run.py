@@ -6,8 +6,10 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data.loader import DeviceBatches
@@ -17,10 +19,12 @@ from lab.build import build
 from lab.config import compose
 from lab.evaluate import evaluate_trained
 from lab.export import export_trained
+from lab.predict import predict_files
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
 from models import LeNet
 from tests.conftest import scalars, tiny_config
+from tests.data.test_images import product_photo
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation import evaluate
 from trainer.schedules import one_cycle
@@ -380,3 +384,25 @@ def test_one_epoch_of_lenet_res_on_fashion_mnist_reaches_85_percent(tmp_path: Pa
     metrics = train_built(setup, cfg, tmp_path)
     assert metrics["test_acc"] >= 0.85, metrics["test_acc"]
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["config"]["data"]["name"] == "fashion_mnist"
+    # The class names reach metrics.json, TensorBoard, evaluate.py and predict.py.
+    names = list(cfg.data.classes)
+    assert list(metrics["test_class_acc"]) == names  # 1,000 test images of each: their mean is the accuracy
+    assert sum(metrics["test_class_acc"].values()) / 10 == pytest.approx(metrics["test_acc"])
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    events.Reload()
+    assert events.Scalars("test_class_acc/0_T-shirt_top")[0].value == pytest.approx(
+        metrics["test_class_acc"]["T-shirt/top"]
+    )
+    table = events.Tensors("test/confusion_matrix_counts/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| **Ankle boot** |" in table and "| true \\ predicted | T-shirt/top | Trouser |" in table
+    trained = load_trained(str(tmp_path), [])
+    assert "| **Sandal** |" in evaluate_trained(trained, str(tmp_path / "cm.png"))
+    items = read_idx(mnist_root, dataset="FashionMNIST")
+    rng = np.random.default_rng(0)
+    for k in range(40):  # product photos (dark on white, enlarged, off-centre), prepared as the set was made
+        Image.fromarray((product_photo(items.test_images[k].numpy(), rng) * 255).astype(np.uint8)).save(
+            tmp_path / f"{k:02d}.png"
+        )
+    results = predict_files(trained, str(tmp_path))
+    right = sum(r["top3"][0]["name"] == names[items.test_labels[k]] for k, r in enumerate(results))
+    assert right >= 0.75 * len(results), right  # the model's 86% on the set's own images
