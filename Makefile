@@ -2,16 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PORT   ?= 8080
 STAMP  := $(VENV)/.installed-stamp
 LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report test bench lint format tensorboard clean
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,export,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,export,bench,dashboard]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra
@@ -27,6 +28,12 @@ tune: data  ## Optuna search with pruning: make tune MODEL=lenet (or lenet_res, 
 
 report: install  ## leaderboard and plots of a sweep: make report DIR=multirun/<date>/<time>
 	$(PY) report.py $(DIR)
+
+dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study dir | database URL | journal file>
+	@test -n "$(STUDY)" || { echo "usage: make dashboard STUDY=multirun/tune/lenet (or a database URL, or a journal file)" >&2; exit 2; }
+	@if [ -d "$(STUDY)" ]; then storage="sqlite:///$(abspath $(STUDY))/study.db"; else storage="$(STUDY)"; fi; \
+	echo "optuna-dashboard $$storage  (http://127.0.0.1:$(PORT))"; \
+	$(VENV)/bin/optuna-dashboard --port $(PORT) "$$storage"
 
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,15 +2,24 @@
 the link from a running trial back to its study, and best.json.
 
 A trial is an ordinary `python train.py` run. After each epoch it reports its validation accuracy to the
-study (an SQLite file in the study's directory) and asks the pruner whether to go on, so pruning works
-whichever process runs the trial.
+study and asks the pruner whether to go on, so pruning works whichever process runs the trial.
+
+The study lives in an SQLite file in its directory (`tune.storage: null`: one tune.py at a time, locked), or
+in storage that several tune.py workers on several machines share (`tune.storage`: a database URL, or a
+journal file on a shared file system: Optuna's JournalStorage). Shared, every worker claims trials from the
+study in trial-number order, and the first `tune.trials` trials that do not fail are the study: a worker
+that draws one more stops.
 """
 
+import contextlib
 import fcntl
 import logging
+import os
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -32,13 +41,40 @@ PRUNERS = ("median", "halving", "none")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
+HEARTBEAT_S, GRACE_S = 30, 120  # shared database storage: a trial whose worker is silent this long is failed
+
+
 class TrialFailed(Exception):
     """The trial's run failed (its status.json says why); the search goes on."""
+
+
+class Surplus(Exception):
+    """The study already has `tune.trials` trials (finished, or running in other workers): this one is not run."""
 
 
 def storage_url(study_dir: str | Path) -> str:
     """The SQLAlchemy URL of the study stored in `study_dir`."""
     return f"sqlite:///{Path(study_dir).absolute() / STUDY_FILE}"
+
+
+def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
+    """`tune.storage`: null, an SQLite file in tune.dir; a database URL (`postgresql://...`, `sqlite:///...`),
+    with heartbeats, so that a dead worker's trials are failed; or a journal file (Optuna's JournalStorage)."""
+    if tune.storage is None:
+        return optuna.storages.RDBStorage(storage_url(tune.dir))
+    if "://" in tune.storage:
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what fails dead trials
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    path = Path(tune.storage).absolute()
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def worker_name() -> str:
+    """This tune.py process, as a shared study's trials record it (`host:pid`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
@@ -57,7 +93,7 @@ def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
 def trial_reporter(tune: DictConfig) -> Callable[[int, EpochStats], None]:
     """An epoch-end callable for trial `tune.trial`: report the epoch's validation accuracy to the study;
     raise Pruned when the pruner says so."""
-    storage = optuna.storages.RDBStorage(storage_url(tune.dir))
+    storage = open_storage(tune)
     try:
         study = optuna.load_study(study_name=tune.study, storage=storage, pruner=make_pruner(tune))
         trial_id = storage.get_trial_id_from_study_id_trial_number(
@@ -82,6 +118,10 @@ def check_tune(tune: DictConfig) -> None:
     for key in ("trials", "jobs"):
         if type(tune[key]) is not int or tune[key] <= 0:
             raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
+    if tune.storage is not None and (not isinstance(tune.storage, str) or not tune.storage.strip()):
+        raise ValueError(
+            f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"
+        )
     if tune.pruner.name not in PRUNERS:
         raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
     for key, spec in tune.space.items():
@@ -126,8 +166,20 @@ def trial_command(
     return command
 
 
+def claim(trial: optuna.Trial, tune: DictConfig) -> None:
+    """Raise Surplus (and stop this worker) if `tune.trials` trials numbered below this one are finished or
+    running: trial numbers come from the storage, so workers that share a study agree on which run."""
+    taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+    if sum(t.number < trial.number for t in taken) >= tune.trials:
+        trial.set_user_attr("surplus", f"the study had its {tune.trials} trials (tune.trials) when it began")
+        trial.study.stop()
+        raise Surplus(f"trial {trial.number}: not run, the study has its {tune.trials} trials")
+
+
 def run_trial(trial: optuna.Trial, tune: DictConfig, overrides: list[str]) -> float:
     """Run one trial as `python train.py` in its own run directory; return its best validation accuracy."""
+    claim(trial, tune)
+    trial.set_user_attr("worker", worker_name())
     values = {key: suggest(trial, key, spec) for key, spec in tune.space.items()}
     run_dir = Path(tune.dir) / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
@@ -176,27 +228,46 @@ def lock(study_dir: Path) -> IO[str]:
 
 
 def open_study(tune: DictConfig) -> optuna.Study:
-    """The study in tune.dir, created or continued; trials a killed tune.py left running are marked failed."""
+    """The study in tune.storage, created or continued; trials a killed tune.py left running are marked failed
+    (alone on the study: all of them; shared: those of dead workers on this machine, and, with a database,
+    those whose worker stopped beating)."""
     study = optuna.create_study(
-        study_name=tune.study, storage=storage_url(tune.dir), direction="maximize",
+        study_name=tune.study, storage=open_storage(tune), direction="maximize",
         pruner=make_pruner(tune), load_if_exists=True,
     )  # fmt: skip
-    # Seeded by the trials so far: a continued study does not draw its first trials' values again.
-    study.sampler = optuna.samplers.TPESampler(seed=tune.seed + len(study.get_trials(deepcopy=False)))
+    trials = study.get_trials(deepcopy=False)
+    # Seeded by the trials so far (a continued study does not draw its first values again); shared, also by
+    # the worker, so that workers starting together do not draw the same values.
+    shared = tune.storage is not None
+    study.sampler = optuna.samplers.TPESampler(seed=tune.seed + len(trials) + (os.getpid() if shared else 0))
+    host = socket.gethostname()
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(
-            stale.number, state=optuna.trial.TrialState.FAIL
-        )  # its tune.py was killed: the lock says so
-        log.info(f"trial {stale.number} was interrupted: marked failed")
+        worker = stale.user_attrs.get("worker", "")
+        if shared and not (worker.startswith(f"{host}:") and not _alive(int(worker.split(":")[1]))):
+            continue  # another worker's, running or not: only its own machine (or the heartbeat) can tell
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+        log.info(f"trial {stale.number} was interrupted (its tune.py was killed): marked failed")
     return study
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def summarise(study: optuna.Study, overrides: list[str], study_dir: Path) -> dict[str, Any] | None:
     """Log the best trials and the command that trains the best one; write best.json; return it."""
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if "surplus" not in t.user_attrs]  # never run
     states = [t.state.name.lower() for t in trials]
-    counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if s in states)
-    log.info(f"study {study.study_name} ({study_dir / STUDY_FILE}): {len(trials)} trials: {counts}")
+    counts = ", ".join(
+        f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running") if s in states
+    )
+    log.info(f"study {study.study_name} ({study_dir}): {len(trials)} trials: {counts}")
     completed = sorted(
         (t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value
     )
@@ -232,16 +303,18 @@ def search(cfg: DictConfig, overrides: list[str]) -> int:
         )
     study_dir = Path(tune.dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    with lock(study_dir):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs each trial in one line
+    alone = tune.storage is None  # shared storage: other workers fill the same study
+    with lock(study_dir) if alone else contextlib.nullcontext():
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module logs each trial in one line
         study = open_study(tune)
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         remaining = tune.trials - finished
+        where = study_dir if alone else f"{tune.storage} (shared; trial run directories in {study_dir})"
         log.info(
-            f"study {tune.study} in {study_dir}: {finished} of {tune.trials} trials finished; "
-            f"running {max(remaining, 0)}, {tune.jobs} at a time; each trains {cfg.trainer.epochs} epochs"
+            f"study {tune.study} in {where}: {finished} of {tune.trials} trials finished; "
+            f"running up to {max(remaining, 0)}, {tune.jobs} at a time; each trains {cfg.trainer.epochs} epochs"
         )
         if remaining > 0:
             study.optimize(lambda trial: run_trial(trial, tune, overrides), n_trials=remaining,
-                           n_jobs=tune.jobs, catch=(TrialFailed,))  # fmt: skip
+                           n_jobs=tune.jobs, catch=(TrialFailed, Surplus))  # fmt: skip
     return 0 if summarise(study, overrides, study_dir) else 1

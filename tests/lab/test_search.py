@@ -1,12 +1,14 @@
 """lab/search.py (tune.py): an Optuna search whose trials are train.py runs, pruned and continued."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-from lab.config import compose
+from lab.config import PROJECT_ROOT, compose
 from lab.search import check_tune, storage_url
 from lab.status import read_status
 from tests.conftest import run_script, tiny_overrides
@@ -41,6 +43,43 @@ def test_optuna_search_prunes_a_hopeless_trial_and_continues_its_study(
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["best_val_acc"] == study.trials[0].value and best["trial"] == 0
     assert "python train.py hparams_search=lenet" in second.stdout + second.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_fill_one_shared_study_without_running_a_trial_twice(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    journal = (
+        tmp_path / "lenet.journal"
+    )  # Optuna's JournalStorage: a file that workers on a shared disk share
+    search = ["hparams_search=lenet", f"tune.dir={tmp_path}", f"tune.storage={journal}", "tune.trials=4",
+              "tune.pruner.name=none", *tiny_overrides(tiny_mnist), "trainer.epochs=1"]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "tune.py"), *search],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = [
+        t
+        for t in optuna.load_study(study_name="lenet", storage=storage).trials
+        if "surplus" not in t.user_attrs
+    ]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4  # tune.trials, across workers
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials of the one study
+    for t in trials:  # each trial ran once, in its own run directory, by the worker that claimed it
+        assert read_status(tmp_path / f"trial-{t.number}")["status"] == "completed"
+        assert (tmp_path / f"trial-{t.number}" / "train.log").read_text().count("test accuracy") == 1
+        ran = [out for out in outputs if f"trial {t.number}: " in out]
+        assert len(ran) == 1, ran
 
 
 @pytest.mark.slow
@@ -79,3 +118,23 @@ def test_a_search_needs_a_validation_split() -> None:
 
     with pytest.raises(ValueError, match="data.validation_size=0 leaves a search nothing to choose on"):
         search(compose("hparams_search=lenet", "data.validation_size=0"), [])
+
+
+def test_the_study_storage_is_the_study_file_a_database_url_or_a_journal_file(tmp_path: Path) -> None:
+    from lab.search import open_storage
+
+    def storage(value: str | None) -> optuna.storages.BaseStorage:
+        return open_storage(
+            compose("hparams_search=lenet", f"tune.dir={tmp_path}", f"tune.storage={value}").tune
+        )
+
+    assert isinstance(storage("null"), optuna.storages.RDBStorage) and (tmp_path / "study.db").is_file()
+    shared_db = storage(f"sqlite:///{tmp_path / 'shared.db'}")
+    assert isinstance(shared_db, optuna.storages.RDBStorage) and shared_db.heartbeat_interval == 30
+    assert isinstance(storage(str(tmp_path / "lenet.journal")), optuna.storages.JournalStorage)
+    with pytest.raises(FileNotFoundError, match=f"tune.storage={tmp_path}/missing/x.journal: no folder"):
+        storage(str(tmp_path / "missing" / "x.journal"))
+    with pytest.raises(
+        ValueError, match="tune.storage must be null, a database URL or a journal file path, got 3"
+    ):
+        check_tune(compose("hparams_search=lenet", "tune.storage=3").tune)
