@@ -8,11 +8,13 @@ Every run leaves status.json in its run directory (running, completed, failed, s
 multirun a job that fails is recorded as failed and the others go on; the sweep exits non-zero at the end.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 import lab.config  # noqa: F401  (registers the resolvers the configs use)
-from lab import run
+from lab import cli, ddp, run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
@@ -22,4 +24,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:  # under torchrun: join the job, and give every rank rank 0's run directory
+        sys.argv[1:] = ddp.rank_argv(sys.argv[1:])
+    except ValueError as error:
+        cli.fail(str(error))
     main()

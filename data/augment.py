@@ -32,11 +32,16 @@ class Augment:
         """Whether there is anything to resample (shifts aside)."""
         return any((self.degrees, self.scale, self.shear, self.translate, self.alpha))
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """Distort float images (B, 1, H, W) whose background is 0; returns a new tensor of the same shape."""
-        grid = F.affine_grid(self.thetas(images.shape, generator), list(images.shape), align_corners=False)
+    def __call__(
+        self, images: Tensor, generator: torch.Generator, draws: int | None = None, part: slice = slice(None)
+    ) -> Tensor:
+        """Distort float images (B, 1, H, W) whose background is 0; returns a new tensor of the same shape.
+        `draws`, `part`: draw for `draws` images and distort with the draws of `part` of them (one rank's
+        part of a batch)."""
+        shape = torch.Size([draws or len(images), *images.shape[1:]])
+        grid = F.affine_grid(self.thetas(shape, generator)[part], list(images.shape), align_corners=False)
         if self.alpha:
-            grid = grid + self.displacements(images.shape, generator)
+            grid = grid + self.displacements(shape, generator)[part]
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def thetas(self, shape: torch.Size, generator: torch.Generator) -> Tensor:

@@ -68,9 +68,12 @@ class DeviceBatches:
         seed: int | None = None,
         augment: Augment | None = None,
         mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         """`seed`: shuffle every pass (and draw the augmentation) with a generator seeded so; None: in order.
-        `mean_std`: the dataset's normalisation constants."""
+        `mean_std`: the dataset's normalisation constants. `shard` (rank, ranks): of each shuffled batch of
+        `batch_size` (the global batch), yield only this rank's part; every rank draws the same order and
+        augmentation, so that the ranks' parts together are the batch one process would train on."""
         augment = augment or Augment()
         shuffle = seed is not None
         if (augment.max_shift or augment.distorts) and not shuffle:
@@ -83,6 +86,7 @@ class DeviceBatches:
         self.max_shift = augment.max_shift
         self.distortion = augment if augment.distorts else None
         self.mean_std = mean_std
+        self.rank, self.ranks = shard if shuffle else (0, 1)
         self.generator = torch.Generator(device=device).manual_seed(seed or 0)  # shuffling, augmentation
         self.shifted = shifted_views(self.images, self.max_shift) if self.max_shift else None
         self.order: Tensor | None = None  # this epoch's permutation (None: in order)
@@ -90,7 +94,9 @@ class DeviceBatches:
         self._resume: tuple[Tensor, int] | None = None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        n, size = len(self.labels), self.batch_size
+        last = n % size
+        return math.ceil(n / size) - (0 < last < self.ranks)  # a last batch too small to share is left out
 
     def batch_sizes(self) -> set[int]:
         """The batch sizes one pass yields: the full size and, if the split does not divide, the last one."""
@@ -116,22 +122,24 @@ class DeviceBatches:
                 images, labels = self.images[start : start + size], self.labels[start : start + size]
             else:
                 index = self.order[start : start + size]
-                labels = self.labels.index_select(0, index)  # index_select: ~10x faster than images[index]
-                images = self._augmented(index, self.generator)
+                part = slice(self.rank * len(index) // self.ranks, (self.rank + 1) * len(index) // self.ranks)
+                labels = self.labels.index_select(0, index[part])  # ~10x faster than labels[index]
+                images = self._augmented(index, self.generator, part)
             self.next_batch = batch + 1  # what a checkpoint taken after this batch resumes from
             yield normalize(images, *self.mean_std), labels
 
-    def _augmented(self, index: Tensor, generator: torch.Generator) -> Tensor:
-        """The images at `index`, shifted and distorted with draws from `generator`: (B, 28, 28)."""
+    def _augmented(self, index: Tensor, generator: torch.Generator, part: slice = slice(None)) -> Tensor:
+        """The images at `index[part]`, shifted and distorted with draws from `generator` made for all of
+        `index` (so every rank's generator stays in step): (len(index[part]), 28, 28)."""
         if self.max_shift:
             rows, cols = torch.randint(
                 0, 2 * self.max_shift + 1, (2, len(index)), generator=generator, device=index.device
             )
-            images = self.shifted[index, rows, cols]  # gathered and shifted at once
+            images = self.shifted[index[part], rows[part], cols[part]]  # gathered and shifted at once
         else:
-            images = self.images.index_select(0, index)
+            images = self.images.index_select(0, index[part])
         if self.distortion is not None:
-            images = self.distortion(images.unsqueeze(1).float(), generator).squeeze(1)
+            images = self.distortion(images.unsqueeze(1).float(), generator, len(index), part).squeeze(1)
         return images
 
     def preview(self, count: int = 64, seed: int = 0) -> Tensor:

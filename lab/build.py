@@ -8,14 +8,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from data.augment import Augment
 from data.loader import DeviceBatches, split_validation
 from data.sources import MNISTData
 from lab.config import PRECISIONS, check_config, to_plain
+from trainer import distributed
 from trainer.device import choose_device
+from trainer.distributed import Rank
 from trainer.loop import run_steps
-from trainer.speed import configure_threads, prefers_channels_last, tune_for, warm_up
+from trainer.speed import available_cpus, configure_threads, prefers_channels_last, tune_for, warm_up
 from trainer.state import Precision, TrainState
 
 
@@ -38,10 +41,10 @@ def read_data(cfg: DictConfig) -> MNISTData:
 
 
 def build_batches(
-    cfg: DictConfig, device: torch.device
+    cfg: DictConfig, device: torch.device, rank: Rank | None = None
 ) -> tuple[DeviceBatches, DeviceBatches | None, DeviceBatches]:
-    """Training (shuffled, augmented, seeded), validation (None with data.validation_size=0) and test batches on
-    `device`."""
+    """Training (shuffled, augmented, seeded; under DDP this rank's part of each batch), validation (None with
+    data.validation_size=0) and test batches on `device`."""
     mnist = read_data(cfg)
     (train_images, train_labels), (val_images, val_labels) = split_validation(
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
@@ -51,6 +54,7 @@ def build_batches(
     train = DeviceBatches(
         train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
         seed=cfg.seed, augment=Augment(**cfg.augment), mean_std=mean_std,
+        shard=(rank.rank, rank.world) if rank else (0, 1),
     )  # fmt: skip
     val = (
         DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device, mean_std=mean_std)
@@ -72,15 +76,40 @@ def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]
     return model, channels_last
 
 
+def check_ddp(cfg: DictConfig, rank: Rank) -> None:
+    """Refuse a DDP job its settings cannot run: the global batch must divide over the ranks, and on CUDA
+    each rank on a node needs a GPU of its own."""
+    if cfg.trainer.batch_size % rank.world:
+        raise ValueError(
+            f"trainer.batch_size={cfg.trainer.batch_size} does not divide over the job's {rank.world} processes "
+            f"(WORLD_SIZE): it is the global batch, each process takes batch_size / {rank.world}"
+        )
+    gpus = torch.cuda.device_count()
+    if cfg.trainer.device in ("auto", "cuda") and 0 < gpus < rank.local_world:
+        raise ValueError(
+            f"{rank.local_world} processes on this node (LOCAL_WORLD_SIZE) but {gpus} GPU(s): one GPU per "
+            f"process (or trainer.device=cpu)"
+        )
+
+
 def build(cfg: DictConfig, job: int | None = None) -> Setup:
     """Check `cfg` and build data, model, optimizer, schedule and speed settings from it.
 
     `job`: the job's number in a sweep (parallel jobs spread over several GPUs by it)."""
     check_config(cfg)
-    device = choose_device(cfg.trainer.device, job)
-    threads = configure_threads(cfg.trainer.threads)
+    rank = distributed.current()
+    if rank is not None:
+        check_ddp(cfg, rank)
+    device = choose_device(cfg.trainer.device, rank.local if rank else job)
+    if rank is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", rank.local)  # one GPU per process of the node
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+    threads = configure_threads(
+        cfg.trainer.threads or (max(available_cpus() // rank.local_world, 1) if rank else None)
+    )
     tune_for(device)
-    train_batches, val_batches, test_batches = build_batches(cfg, device)
+    train_batches, val_batches, test_batches = build_batches(cfg, device, rank)
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model, channels_last = build_model(cfg, device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
@@ -98,4 +127,6 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
         compile_seconds = warm_up(model, train_batches.batch_sizes(), eval_sizes)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))
+    if rank is not None:  # averages the gradients over the ranks at every step
+        state.replica = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

@@ -8,11 +8,13 @@ the sweep.
 """
 
 import logging
+import re
 import shutil
 import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,10 @@ from lab.artifacts import CHECKPOINTS, load_resume, resume_checkpoint
 from lab.build import Setup, build
 from lab.cli import USER_ERRORS, user_message
 from lab.config import override_key
+from lab.ddp import label_logs
 from lab.provenance import provenance
 from lab.status import Pruned, identity, read_status, write_status
+from trainer import distributed
 from trainer.checkpoint import Checkpoints, write_json
 from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
 from trainer.evaluation import EpochStats, Predictions
@@ -60,6 +64,11 @@ class Job:
     def in_sweep(self) -> bool:
         return self.number is not None
 
+    def status(self, state: str, **details: Any) -> None:
+        """Write status.json (rank 0 alone under DDP)."""
+        if distributed.is_main():
+            write_status(self.run_dir, state, self.overrides, **details)
+
 
 def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, dict[str, Any] | None]:
     """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
@@ -93,14 +102,18 @@ def train_built(
         state.load_state_dict(resume)
         log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
     origin = provenance(setup.device)
-    checkpoints = Checkpoints(run_dir / CHECKPOINTS)
+    main = distributed.is_main()  # under DDP, rank 0 alone writes checkpoints, TensorBoard and metrics.json
+    checkpoints = Checkpoints(run_dir / CHECKPOINTS, write=main)
     classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
-    with RunLog(run_dir, cfg.trainer.histograms_every, classes, mean_std) as run_log:
+    agree = None if distributed.current() is None else partial(distributed.largest, device=state.device)
+    with RunLog(run_dir, cfg.trainer.histograms_every, classes, mean_std, write=main) as run_log:
         if resume is None:  # once per run, not again on resume
             run_log.start(state.model, example, texts(cfg, layers, origin))
             run_log.training_images(state.train_batches.preview(64, seed=cfg.seed))
         progress = fit(state, setup.val_batches, epochs=cfg.trainer.epochs, checkpoints=checkpoints,
-                       run_log=run_log, stop=StopRequests(cfg.trainer.max_steps), on_epoch_end=on_epoch_end)  # fmt: skip
+                       run_log=run_log, stop=StopRequests(cfg.trainer.max_steps, agree), on_epoch_end=on_epoch_end)  # fmt: skip
+        if not main:
+            return {}  # rank 0 tests the job's model and writes the results
         test, predictions = final_evaluation(state, setup.test_batches, checkpoints, run_log, progress.epoch)
         if hparams is not None:
             run_log.hparams(*hparams)
@@ -205,9 +218,7 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
     `python tune.py`, report to the study (which may prune the run)."""
 
     def record(epoch: int, val: EpochStats | None) -> None:
-        write_status(
-            job.run_dir, "running", job.overrides, epoch=epoch, val_acc=val.accuracy if val else None
-        )
+        job.status("running", epoch=epoch, val_acc=val.accuracy if val else None)
 
     callables: list[EpochEnd] = [record]
     tune = cfg.get("tune")
@@ -225,7 +236,14 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hydra.mode == RunMode.MULTIRUN
     job = Job(Path(hydra.runtime.output_dir), list(hydra.overrides.task), hydra.job.num if in_sweep else None,
               dict(hydra.runtime.choices))  # fmt: skip
-    return run_job(cfg, job)
+    rank = distributed.current()
+    if rank is None:
+        return run_job(cfg, job)
+    label_logs(rank)
+    try:
+        return run_job(cfg, job)
+    finally:
+        distributed.stop()
 
 
 def run_job(cfg: DictConfig, job: Job) -> float | None:
@@ -242,7 +260,7 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         stopped_at = resume_checkpoint("auto", job.run_dir)
         if cfg.resume is None and stopped_at is not None:
             cfg.resume = str(stopped_at)  # a stopped job continues from its last.pt
-    write_status(job.run_dir, "running", job.overrides)
+    job.status("running")
     try:
         setup, resume = prepare(cfg, job.run_dir, job.number)
         on_epoch_end = epoch_end_callables(cfg, job)
@@ -253,17 +271,40 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
     except TrainingStopped as stop:
         return stopped(job, stop)
     except Pruned as pruned:
-        write_status(job.run_dir, "pruned", job.overrides, reason=str(pruned))
+        job.status("pruned", reason=str(pruned))
         log.info(str(pruned))
         return None
     except NonFiniteLoss as error:
         return failed(job, str(error), 1)
     except Exception as error:  # out of memory, a bug: recorded with its traceback, the sweep goes on
+        if distributed.lost_contact(error):  # under DDP: another rank died or stopped answering
+            return failed(job, lost_rank(error, job), 1)
         return failed(job, f"{type(error).__name__}: {error}", 1, traceback.format_exc())
-    write_status(job.run_dir, "completed", job.overrides, best_val_acc=metrics["best_val_acc"],
+    if not metrics:  # a DDP rank but 0: rank 0 tested and wrote the results
+        return None
+    job.status("completed", best_val_acc=metrics["best_val_acc"],
                  test_acc=metrics["test_acc"], metrics=str(job.run_dir / "metrics.json"))  # fmt: skip
     log.info("%s", summary(metrics, job.run_dir))
     return metrics["best_val_acc"]
+
+
+def lost_rank(error: Exception, job: Job) -> str:
+    """The line a DDP rank ends with when the job lost another rank: which rank this is, what the backend said,
+    and what was saved."""
+    rank = distributed.current()
+    said = re.sub(r"^\[[^\]]*\] ", "", str(error).strip()).split(". This is typically")[0][:200]  # gloo's
+    last = job.run_dir / CHECKPOINTS / "last.pt"
+    kept = f"resume from {last} with: {resume_command(job, last)}" if last.exists() else "nothing saved yet"
+    assert rank is not None  # lost_contact() said so
+    return f"rank {rank.rank} of {rank.world}: the job lost another rank ({distributed.lost_ranks(error)}: {said}); {kept}"
+
+
+def resume_command(job: Job, checkpoint: Path) -> str:
+    """The command that continues `job` from `checkpoint` (a DDP job: through torchrun again)."""
+    again = [o for o in job.overrides if override_key(o) != "resume"]
+    rank = distributed.current()
+    start = "python" if rank is None else f"torchrun --nproc_per_node={rank.local_world}"
+    return f"{start} train.py {' '.join([*again, f'resume={checkpoint}'])}"
 
 
 def failed(job: Job, message: str, exit_code: int, details: str | None = None) -> None:
@@ -271,20 +312,19 @@ def failed(job: Job, message: str, exit_code: int, details: str | None = None) -
     log.error(f"error: {message}")
     if details:
         log.error(details)
-    write_status(job.run_dir, "failed", job.overrides, error=message, exit_code=exit_code)
+    job.status("failed", error=message, exit_code=exit_code)
     if not job.in_sweep:
         sys.exit(exit_code)
 
 
 def stopped(job: Job, stop: TrainingStopped) -> None:
     """Record a stopped run and say how to resume it; a signal ends the process (the whole sweep)."""
-    write_status(job.run_dir, "stopped", job.overrides, reason=stop.reason, checkpoint=str(stop.checkpoint))
+    job.status("stopped", reason=stop.reason, checkpoint=str(stop.checkpoint))
     log.warning(f"{stop.reason}; saved {stop.checkpoint}")
     if job.in_sweep:
         log.warning("resume the sweep with the same command and resume_sweep=last (or its directory)")
         if stop.exit_code == 0:  # trainer.max_steps: this job is done for now, the sweep goes on
             return
     else:
-        again = [o for o in job.overrides if override_key(o) != "resume"]
-        log.warning(f"resume with: python train.py {' '.join([*again, f'resume={stop.checkpoint}'])}")
+        log.warning(f"resume with: {resume_command(job, stop.checkpoint)}")
     sys.exit(stop.exit_code)  # a signal: the whole sweep stops

@@ -65,7 +65,9 @@ def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
     if "://" in tune.storage:
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what fails dead trials
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            return optuna.storages.RDBStorage(
+                tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
     path = Path(tune.storage).absolute()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")

@@ -50,14 +50,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 class Checkpoints:
-    """`last.pt` (every epoch, and where a run stops) and `best.pt` (the best validation epoch) in `folder`."""
+    """`last.pt` (every epoch, and where a run stops) and `best.pt` (the best validation epoch) in `folder`;
+    `write=False` (the ranks of a DDP job but rank 0) reads them but never writes."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, write: bool = True) -> None:
+        self.folder, self.write = folder, write
         self.last, self.best = folder / LAST, folder / BEST
 
     def save(self, state: dict[str, Any], best: bool = False) -> None:
         """Write `state` as last.pt, and as best.pt too when `best`."""
+        if not self.write:
+            return
         save_checkpoint(state, self.last)
         if best:
             save_checkpoint(state, self.best)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.distributed import all_sum
+
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
@@ -71,6 +73,12 @@ class Tally:
         seen = max(self.seen, 1)
         loss, accuracy = self.loss_sum.item() / seen, self.correct.item() / seen
         return EpochStats(loss, accuracy, self.seen, time.perf_counter() - self.start)
+
+    def reduce(self) -> None:
+        """Sum the counts over the ranks of a DDP job (each rank counted its own part of every batch)."""
+        seen = torch.tensor(self.seen, device=self.loss_sum.device)
+        all_sum(self.loss_sum, self.correct, seen)
+        self.seen = int(seen)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain numbers, for a checkpoint taken in the middle of an epoch."""

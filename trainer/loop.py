@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from trainer.checkpoint import Checkpoints
+from trainer.distributed import is_main
 from trainer.evaluation import Batches, EpochStats, Predictions, Tally, predict
 from trainer.state import Precision, Progress, TrainState
 from trainer.stopping import NonFiniteLoss, StopRequests
@@ -155,7 +156,8 @@ def _train_epoch(
     """One epoch of `fit` (`of`: this epoch and the run's epochs) under a progress bar, ending at global step
     `last_step` if it comes first: its stats and per-step losses. Stopped inside the epoch, `state.tally`
     keeps the epoch's running sums for the checkpoint."""
-    tally, state.tally = Tally(state.device, state.tally), None
+    # A resumed epoch's running sums (all ranks' together) are rank 0's to continue from.
+    tally, state.tally = Tally(state.device, state.tally if is_main() else None), None
     steps_before, (epoch, epochs) = state.progress.step, of
     batches = _until(
         state.train_batches,
@@ -171,9 +173,12 @@ def _train_epoch(
     )
     try:
         train = train_one_epoch(
-            state.model, bar, state.optimizer, state.scheduler, criterion=state.criterion,
+            state.stepped, bar, state.optimizer, state.scheduler, criterion=state.criterion,
             precision=state.precision, tally=tally,
         )  # fmt: skip
+        if state.replica is not None:  # DDP: every rank's part of the epoch, summed
+            tally.reduce()
+            train = tally.stats()
     except NonFiniteLoss as error:
         kept = (
             f"last good checkpoint: {checkpoints.last}"

@@ -84,6 +84,12 @@ class TrainState:
     config: dict[str, Any] = field(default_factory=dict)
     progress: Progress = field(default_factory=Progress)
     tally: dict[str, Any] | None = None
+    replica: nn.Module | None = None  # under DDP: the DistributedDataParallel wrapper the steps go through
+
+    @property
+    def stepped(self) -> nn.Module:
+        """What a training step calls: the DDP wrapper (which averages the gradients) or the model."""
+        return self.replica or self.model
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,8 @@ loss that is no longer finite (before its update is applied)."""
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -34,9 +36,13 @@ class StopRequests:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, max_steps: int | None = None) -> None:
+    def __init__(self, max_steps: int | None = None, agree: Callable[[int], int] | None = None) -> None:
+        """`agree`: under DDP, the largest signal number any rank received (0: none), asked at every check so
+        that all ranks stop after the same step."""
         self.max_steps = max_steps
+        self.agree = agree
         self.signum: int | None = None
+        self.signalled_at = 0.0
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopRequests":
@@ -51,14 +57,18 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
+            if self.agree is not None and time.monotonic() - self.signalled_at < 2:
+                return  # torchrun sends its SIGTERM twice in a few milliseconds: one request
             raise KeyboardInterrupt  # asked twice: do not wait for the step
-        self.signum = signum
+        self.signum, self.signalled_at = signum, time.monotonic()
         log.warning(
             f"{signal.Signals(signum).name} received: stopping after this step (send it again to stop now)"
         )
 
     def reached(self, step: int) -> bool:
         """True when the run should stop after global step `step`."""
+        if self.agree is not None and (agreed := self.agree(self.signum or 0)):
+            self.signum = self.signum or agreed  # another rank's signal stops this one too
         return self.signum is not None or (self.max_steps is not None and step >= self.max_steps)
 
     def stopped(self, epoch: int, step: int, checkpoint: Path) -> TrainingStopped:

@@ -38,6 +38,16 @@ TEST_TAGS = ("test/loss", "test/acc")
 HPARAMS_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s")
 
 
+class _Discard:
+    """The SummaryWriter of a RunLog that writes nothing: every attribute and call, at any depth, is a no-op."""
+
+    def __getattr__(self, name: str) -> "_Discard":
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Discard":
+        return self
+
+
 def epoch_scalars(train: EpochStats, val: EpochStats | None, lr: float) -> dict[str, float]:
     """One epoch's values under EPOCH_TAGS (also the keys of metrics.json's history); no val/* without `val`."""
     val_values = (val.loss, val.accuracy) if val else (None, None)
@@ -55,8 +65,11 @@ class RunLog:
         histograms_every: int = 1,
         classes: Sequence[str] = DIGITS,
         mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
+        write: bool = True,
     ) -> None:
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        """`write=False` (the ranks of a DDP job but rank 0): no event file, nothing drawn."""
+        self.write = write
+        self.writer = SummaryWriter(log_dir=str(log_dir)) if write else _Discard()
         self.histograms_every = histograms_every  # epochs between weight/gradient histograms (0: never)
         self.classes, self.mean_std = list(classes), mean_std
 
@@ -98,7 +111,7 @@ class RunLog:
 
     def histograms(self, model: nn.Module, epoch: int) -> None:
         """Weights and (the epoch's last step's) gradients of every parameter, every `histograms_every` epochs."""
-        if not self.histograms_every or epoch % self.histograms_every:
+        if not self.write or not self.histograms_every or epoch % self.histograms_every:
             return
         for name, parameter in model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", parameter.detach(), epoch)
@@ -114,6 +127,8 @@ class RunLog:
     def diagnosis(self, split: str, predictions: Predictions, step: int, full: bool = False) -> None:
         """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the table, the
         per-class precision-recall curves and the grid of misclassified digits."""
+        if not self.write:
+            return
         matrix = confusion_matrix(predictions.predicted, predictions.labels, len(self.classes))
         figure = confusion_figure(matrix, split, self.classes)
         self.writer.add_figure(f"{split}/confusion_matrix", figure, step)

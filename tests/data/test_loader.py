@@ -3,6 +3,7 @@ normalisation and random shifts, and resumable positions."""
 
 import pytest
 import torch
+from torch import Tensor
 
 from data.augment import Augment
 from data.loader import MNIST_MEAN, MNIST_STD, DeviceBatches, normalize, shifted_views, split_validation
@@ -100,3 +101,22 @@ def test_device_batches_give_the_classic_normalised_images() -> None:
         assert torch.allclose(x[:, 0], classic[index], atol=1e-5)
         seen.append(index)
     assert sorted(torch.cat(seen).tolist()) == list(range(300))
+
+
+def test_the_shards_of_a_batch_are_the_batch_one_process_trains_on() -> None:
+    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(100) % 10
+    augment = Augment(max_shift=2, degrees=10.0, alpha=8.0, sigma=3.0)
+
+    def passes(shard: tuple[int, int]) -> list[tuple[Tensor, Tensor]]:
+        batches = DeviceBatches(images, labels, 32, torch.device("cpu"), seed=3, augment=augment, shard=shard)
+        return [batch for _ in range(2) for batch in batches]  # two epochs: the generators stay in step
+
+    whole, first, second = passes((0, 1)), passes((0, 2)), passes((1, 2))
+    assert len(whole) == len(first) == len(second) == 2 * 4  # 32, 32, 32, 4 (the last batch shared too)
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, first, second, strict=True):
+        assert len(y0) == len(y1) == len(y) // 2
+        assert torch.equal(torch.cat([y0, y1]), y)
+        assert torch.allclose(torch.cat([x0, x1]), x, atol=1e-5)
+    three = DeviceBatches(images, labels, 33, torch.device("cpu"), seed=0, shard=(2, 3))
+    assert len(three) == 3  # 33, 33, 33: the last single image cannot be shared by 3 ranks, so it is left out
