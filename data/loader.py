@@ -68,12 +68,9 @@ class DeviceBatches:
         seed: int | None = None,
         augment: Augment | None = None,
         mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
-        shard: tuple[int, int] = (0, 1),
     ) -> None:
         """`seed`: shuffle every pass (and draw the augmentation) with a generator seeded so; None: in order.
-        `mean_std`: the dataset's normalisation constants. `shard` (rank, ranks): of each shuffled batch of
-        `batch_size` (the global batch), yield only this rank's part; every rank draws the same order and
-        augmentation, so that the ranks' parts together are the batch one process would train on."""
+        `mean_std`: the dataset's normalisation constants."""
         augment = augment or Augment()
         shuffle = seed is not None
         if (augment.max_shift or augment.distorts) and not shuffle:
@@ -86,12 +83,20 @@ class DeviceBatches:
         self.max_shift = augment.max_shift
         self.distortion = augment if augment.distorts else None
         self.mean_std = mean_std
-        self.rank, self.ranks = shard if shuffle else (0, 1)
+        self.rank, self.ranks = 0, 1  # see shard()
         self.generator = torch.Generator(device=device).manual_seed(seed or 0)  # shuffling, augmentation
         self.shifted = shifted_views(self.images, self.max_shift) if self.max_shift else None
         self.order: Tensor | None = None  # this epoch's permutation (None: in order)
         self.next_batch = 0
         self._resume: tuple[Tensor, int] | None = None
+
+    def shard(self, rank: int, ranks: int) -> "DeviceBatches":
+        """Under DDP: of each shuffled batch of `batch_size` (the global batch), yield only rank `rank`'s part
+        (of `ranks`). Every rank draws the same order and augmentation, so that the ranks' parts together are
+        the batch one process would train on. In-order (evaluation) batches are not sharded."""
+        if self.shuffle:
+            self.rank, self.ranks = rank, ranks
+        return self
 
     def __len__(self) -> int:
         n, size = len(self.labels), self.batch_size

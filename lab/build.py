@@ -54,8 +54,7 @@ def build_batches(
     train = DeviceBatches(
         train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
         seed=cfg.seed, augment=Augment(**cfg.augment), mean_std=mean_std,
-        shard=(rank.rank, rank.world) if rank else (0, 1),
-    )  # fmt: skip
+    ).shard(*((rank.rank, rank.world) if rank else (0, 1)))  # fmt: skip
     val = (
         DeviceBatches(val_images, val_labels, cfg.trainer.eval_batch_size, device, mean_std=mean_std)
         if len(val_labels)

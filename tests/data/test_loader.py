@@ -109,7 +109,9 @@ def test_the_shards_of_a_batch_are_the_batch_one_process_trains_on() -> None:
     augment = Augment(max_shift=2, degrees=10.0, alpha=8.0, sigma=3.0)
 
     def passes(shard: tuple[int, int]) -> list[tuple[Tensor, Tensor]]:
-        batches = DeviceBatches(images, labels, 32, torch.device("cpu"), seed=3, augment=augment, shard=shard)
+        batches = DeviceBatches(images, labels, 32, torch.device("cpu"), seed=3, augment=augment).shard(
+            *shard
+        )
         return [batch for _ in range(2) for batch in batches]  # two epochs: the generators stay in step
 
     whole, first, second = passes((0, 1)), passes((0, 2)), passes((1, 2))
@@ -118,5 +120,5 @@ def test_the_shards_of_a_batch_are_the_batch_one_process_trains_on() -> None:
         assert len(y0) == len(y1) == len(y) // 2
         assert torch.equal(torch.cat([y0, y1]), y)
         assert torch.allclose(torch.cat([x0, x1]), x, atol=1e-5)
-    three = DeviceBatches(images, labels, 33, torch.device("cpu"), seed=0, shard=(2, 3))
+    three = DeviceBatches(images, labels, 33, torch.device("cpu"), seed=0).shard(2, 3)
     assert len(three) == 3  # 33, 33, 33: the last single image cannot be shared by 3 ranks, so it is left out

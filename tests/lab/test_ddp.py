@@ -93,9 +93,9 @@ def test_sigterm_stops_both_ranks_and_the_job_resumes_exactly(job: tuple[Path, s
     output += process.communicate(timeout=120)[0]
     assert process.returncode != 0  # torchrun's own status; each rank's line is ours
     for rank in (0, 1):
-        assert re.search(rf"\[rank {rank}/2\] stopped by SIGTERM in epoch [12] after step \d+; saved", output), (
-            output
-        )
+        assert re.search(
+            rf"\[rank {rank}/2\] stopped by SIGTERM in epoch [12] after step \d+; saved", output
+        ), output
     assert "resume with: torchrun --nproc_per_node=2 train.py" in output
     stopped = json.loads((run_dir / "status.json").read_text())
     assert (
