@@ -3,6 +3,7 @@ rank 0's run directory (one directory for the whole job); the ranks but 0 write 
 no train.log: their log lines go to the console only, each prefixed with its rank)."""
 
 import logging
+import os
 
 from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
@@ -44,3 +45,28 @@ def label_logs(rank: Rank) -> None:
     for handler in logging.getLogger().handlers:
         format_ = handler.formatter._fmt if handler.formatter else "%(message)s"  # noqa: SLF001
         handler.setFormatter(logging.Formatter(f"[rank {rank.rank}/{rank.world}] {format_}"))
+
+
+def join_slurm_job(tasks_per_node: int) -> Rank | None:
+    """In a task of a SLURM job that hydra/launcher=slurm_ddp asked `tasks_per_node` > 1 tasks of: join the
+    job's process group from SLURM's variables, read through submitit's JobEnvironment (rank, world size,
+    the first node of the job as the master, a port from the job id); None otherwise."""
+    in_submitit_job = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # set by submitit's sbatch script
+    if tasks_per_node <= 1 or not in_submitit_job or distributed.current() is not None:
+        return None
+    from submitit import JobEnvironment
+
+    job = JobEnvironment()
+    os.environ.update({
+        "MASTER_ADDR": job.hostnames[0], "MASTER_PORT": str(20000 + int(job.raw_job_id) % 20000),
+        "RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks),
+        "LOCAL_RANK": str(job.local_rank), "LOCAL_WORLD_SIZE": str(job.num_tasks // job.num_nodes),
+    })  # fmt: skip
+    rank = distributed.from_environment()
+    if rank is not None:
+        distributed.start(rank)
+        if not rank.main:  # Hydra gave every task the job's directory and its train.log: rank 0's alone
+            root = logging.getLogger()
+            for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+                root.removeHandler(handler)
+    return rank

@@ -26,7 +26,7 @@ from lab.artifacts import CHECKPOINTS, load_resume, resume_checkpoint
 from lab.build import Setup, build
 from lab.cli import USER_ERRORS, user_message
 from lab.config import override_key
-from lab.ddp import label_logs
+from lab.ddp import join_slurm_job, label_logs
 from lab.provenance import provenance
 from lab.status import Pruned, identity, read_status, write_status
 from trainer import distributed
@@ -236,7 +236,7 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hydra.mode == RunMode.MULTIRUN
     job = Job(Path(hydra.runtime.output_dir), list(hydra.overrides.task), hydra.job.num if in_sweep else None,
               dict(hydra.runtime.choices))  # fmt: skip
-    rank = distributed.current()
+    rank = distributed.current() or join_slurm_job(hydra.launcher.get("tasks_per_node", 1))
     if rank is None:
         return run_job(cfg, job)
     label_logs(rank)

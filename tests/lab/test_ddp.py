@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lab.config import PROJECT_ROOT, compose
@@ -25,7 +26,7 @@ SMALL = [
     "trainer.histograms_every=0",
 ]
 EPOCH = re.compile(
-    r"^\[rank (\d)/2\] (epoch \d/2  train loss [\d.]+ acc [\d.]+%  val loss [\d.]+ acc [\d.]+%)"
+    r"^\[rank (\d)/2\] (epoch \d+/\d+  train loss [\d.]+ acc [\d.]+%  val loss [\d.]+ acc [\d.]+%)"
 )
 
 
@@ -133,3 +134,66 @@ def test_a_killed_rank_ends_the_job_with_a_line_naming_it(tmp_path: Path, mnist_
         r"\[rank 0/2\] error: rank 0 of 2: the job lost another rank \(rank 1 is gone: ", output
     ), output
     assert "resume from" in output and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_slurm_ddp_asks_submitit_for_tasks_per_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    cfg = compose("hydra/launcher=slurm_ddp", "hydra.launcher.tasks_per_node=4", "hydra.launcher.nodes=2",
+                  f"hydra.sweep.dir={tmp_path}", return_hydra_config=True)  # fmt: skip
+    settings = {
+        k: v for k, v in OmegaConf.to_container(cfg.hydra.launcher, resolve=True).items() if k != "_target_"
+    }
+    launcher = SlurmLauncher(**settings)
+    launcher.config = cfg
+    scripts = []
+
+    def submitted(executor: submitit.AutoExecutor, *args: object) -> list:
+        scripts.append(
+            executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "0")
+        )
+        return []
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", submitted)
+    (tmp_path / "srun").write_text("#!/bin/sh\n")  # submitit looks for it; nothing is submitted here
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    launcher.launch([["seed=0"]], initial_job_idx=0)
+    (script,) = scripts
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4", "srun "):
+        assert line in script, script
+
+
+@pytest.mark.slow
+def test_two_processes_with_a_slurm_jobs_variables_train_together(tmp_path: Path, mnist_root: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), "hydra/launcher=slurm_ddp", f"hydra.run.dir={run_dir}",
+               f"data.source.root={PROJECT_ROOT / 'data'}", *SMALL, "trainer.epochs=1"]  # fmt: skip
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
+             "SLURM_JOB_NODELIST": "localhost"}  # fmt: skip
+    tasks = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                **slurm,
+                "SLURM_PROCID": str(r),
+                "SLURM_LOCALID": str(r),
+                "OMP_NUM_THREADS": "1",
+            },
+        )  # fmt: skip
+        for r in (0, 1)
+    ]
+    outputs = [task.communicate(timeout=300)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs
+    lines = [epoch_lines(output) for output in outputs]
+    assert (
+        len(lines[0][0]) == 1 and lines[0][0] == lines[1][1]
+    )  # rank 0 and rank 1: the same all-reduced epoch
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert "[rank 1/2]" not in (run_dir / "train.log").read_text()
