@@ -146,3 +146,16 @@ def test_overrides_are_parsed_one_way() -> None:
     )
     assert own == {"ckpt": "runs/a=b", "out": "x.png"}  # a value may hold '='
     assert rest == ["data=mnist_pickle", "data.source.path=a.pkl"]
+
+
+def test_every_named_experiment_composes_and_passes_the_checks() -> None:
+    for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
+        check_config(compose(f"experiment={path.stem}"))
+    lenet = compose("experiment=frontier_lenet")  # the seed architecture, unchanged
+    assert (lenet.model.activation, lenet.model.pool, lenet.augment.degrees, lenet.trainer.epochs) == (
+        "tanh",
+        "avg",
+        10.0,
+        30,
+    )
+    assert compose("experiment=fashion_models").data.name == "fashion_mnist"
