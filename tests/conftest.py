@@ -107,11 +107,11 @@ def trained_run(
 
 @pytest.fixture(scope="session")
 def joblib_sweeps(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> list[Path]:
-    """Two parallel sweeps started at the same moment on real MNIST (2,000 training images, 2 epochs):
+    """Two parallel sweeps started at the same moment on real MNIST (2,000 training images, 1 epoch):
     2 models x 2 seeds, and 1 model x 2 seeds. Returns their sweep directories, the larger first."""
     root = tmp_path_factory.mktemp("sweeps")
     real = [f"data.source.root={mnist_root}", "data.train_subset=2000", "data.validation_size=1000",
-            "trainer.epochs=2", "trainer.device=cpu"]  # fmt: skip
+            "trainer.epochs=1", "trainer.device=cpu"]  # fmt: skip
     # The sweep directory keeps the project's pattern (microseconds and pid), under a temporary root.
     pattern = f"hydra.sweep.dir={root}/" + "${now:%H-%M-%S-%f}-${pid:}"
     started = [

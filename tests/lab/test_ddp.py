@@ -1,6 +1,6 @@
 """One model over two processes: a real `torchrun --nproc_per_node=2 train.py` on CPU (gloo) on a small MNIST
-subset: one run directory and one event file, the same all-reduced figures on every rank and as one process,
-SIGTERM then resume exactly, and a killed rank ending the job with a line that names it."""
+subset: one run directory and one event file, SIGTERM and resume, the same all-reduced figures on every rank
+and as one process, a killed rank ending the job with a line that names it; SLURM's 2-task job."""
 
 import json
 import os
@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lab.config import PROJECT_ROOT, compose
 from lab.run import train
 from trainer.checkpoint import load_checkpoint
 
 SMALL = [
-    "data.train_subset=6000",
+    "data.train_subset=4000",
     "data.validation_size=1000",
     "trainer.epochs=2",
     "trainer.histograms_every=0",
@@ -48,70 +47,58 @@ def epoch_lines(output: str) -> dict[int, list[str]]:
     return lines
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> tuple[Path, str]:
-    """A whole 2-process job; its run directory named by the project's pattern (time and pid), under tmp."""
-    root = tmp_path_factory.mktemp("ddp")
-    process = torchrun(root, f"hydra.run.dir={root}/runs/" + "${now:%H-%M-%S-%f}-${pid:}")
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output
-    (run_dir,) = (root / "runs").iterdir()  # exactly one directory for the whole job
-    return run_dir, output
-
-
-@pytest.mark.slow
-def test_two_processes_write_one_run_directory_and_agree(job: tuple[Path, str], tmp_path: Path) -> None:
-    run_dir, output = job
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
-    log = (run_dir / "train.log").read_text()
-    assert "[rank 0/2]" in log and "[rank 1/2]" not in log  # rank 0 alone writes the run directory
-    lines = epoch_lines(output)
-    assert len(lines[0]) == 2 and lines[0] == lines[1]  # the all-reduced figures, the same on both ranks
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
-
-    # One process on the same data and global batch trains on the same images with the same draws.
-    one = train(compose(*SMALL, f"data.source.root={PROJECT_ROOT / 'data'}", "trainer.threads=1"), tmp_path)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    two_losses = [h["train/loss"] for h in metrics["history"]]
-    assert two_losses == pytest.approx([h["train/loss"] for h in one["history"]], abs=2e-3)
-    assert abs(metrics["test_acc"] - one["test_acc"]) <= 0.005
-
-
-@pytest.mark.slow
-def test_sigterm_stops_both_ranks_and_the_job_resumes_exactly(job: tuple[Path, str], tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    process = torchrun(tmp_path, f"hydra.run.dir={run_dir}")
+def stopped_at_epoch_1(process: subprocess.Popen) -> str:
+    """Send SIGTERM to torchrun (which passes it on to every rank) once epoch 1 is logged; the whole output."""
     output = ""
     for line in process.stdout:  # type: ignore[union-attr]
         output += line
-        if line.startswith("[rank 0/2] epoch 1/2"):
-            process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both ranks
+        if line.startswith("[rank 0/2] epoch 1/"):
+            process.send_signal(signal.SIGTERM)
             break
-    output += process.communicate(timeout=120)[0]
-    assert process.returncode != 0  # torchrun's own status; each rank's line is ours
-    for rank in (0, 1):
+    return output + process.communicate(timeout=120)[0]
+
+
+@pytest.mark.slow
+def test_a_job_writes_one_run_directory_stops_on_sigterm_and_resumes_as_one_process_trains(
+    tmp_path: Path, mnist_root: Path
+) -> None:
+    # The run directory named by the project's pattern (time and pid): resolved once, on rank 0.
+    output = stopped_at_epoch_1(
+        torchrun(tmp_path, f"hydra.run.dir={tmp_path}/runs/" + "${now:%H-%M-%S-%f}-${pid:}")
+    )
+    (run_dir,) = (tmp_path / "runs").iterdir()  # exactly one directory for the whole job
+    assert (
+        len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+        and (run_dir / ".hydra" / "config.yaml").is_file()
+    )
+    log = (run_dir / "train.log").read_text()
+    assert "[rank 0/2]" in log and "[rank 1/2]" not in log  # rank 0 alone writes the run directory
+    for rank in (0, 1):  # each rank ends with our line (torchrun's own exit status is torchrun's)
         assert re.search(
             rf"\[rank {rank}/2\] stopped by SIGTERM in epoch [12] after step \d+; saved", output
         ), output
     assert "resume with: torchrun --nproc_per_node=2 train.py" in output
-    stopped = json.loads((run_dir / "status.json").read_text())
-    assert (
-        stopped["status"] == "stopped" and load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
-    )
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    lines = epoch_lines(output)
 
     again = torchrun(tmp_path, f"hydra.run.dir={run_dir}", "resume=auto")  # every rank reads last.pt
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output
     assert "[rank 1/2] resuming after" in output, output
-    resumed = json.loads((run_dir / "metrics.json").read_text())
-    whole = json.loads((job[0] / "metrics.json").read_text())
-    assert resumed["test_acc"] == whole["test_acc"] and resumed["history"][-1]["train/loss"] == pytest.approx(
-        whole["history"][-1]["train/loss"], abs=1e-6
+    for rank, resumed in epoch_lines(output).items():
+        lines[rank] += resumed
+    assert len(lines[0]) == 2 and lines[0] == lines[1]  # the all-reduced figures, the same on both ranks
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+    # One process on the same data and global batch trains on the same images with the same draws.
+    one = train(
+        compose(*SMALL, f"data.source.root={PROJECT_ROOT / 'data'}", "trainer.threads=1"), tmp_path / "one"
     )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    two_losses = [h["train/loss"] for h in metrics["history"]]
+    assert two_losses == pytest.approx([h["train/loss"] for h in one["history"]], abs=2e-3)
+    assert abs(metrics["test_acc"] - one["test_acc"]) <= 0.005
 
 
 @pytest.mark.slow
