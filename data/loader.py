@@ -136,13 +136,14 @@ class DeviceBatches:
     def _augmented(self, index: Tensor, generator: torch.Generator, part: slice = slice(None)) -> Tensor:
         """The images at `index[part]`, shifted and distorted with draws from `generator` made for all of
         `index` (so every rank's generator stays in step): (len(index[part]), 28, 28)."""
+        kept = index[part]
         if self.max_shift:
             rows, cols = torch.randint(
                 0, 2 * self.max_shift + 1, (2, len(index)), generator=generator, device=index.device
             )
-            images = self.shifted[index[part], rows[part], cols[part]]  # gathered and shifted at once
+            images = self.shifted[kept, rows[part], cols[part]]  # gathered and shifted at once
         else:
-            images = self.images.index_select(0, index[part])
+            images = self.images.index_select(0, kept)
         if self.distortion is not None:
             images = self.distortion(images.unsqueeze(1).float(), generator, len(index), part).squeeze(1)
         return images
