@@ -12,7 +12,7 @@ DIR    ?= multirun
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,export,bench,dashboard]'
+	$(PY) -m pip install --quiet -e '.[dev,export,bench,dashboard,ray]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra

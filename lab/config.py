@@ -6,6 +6,7 @@ code that composes or loads a config of this project imports it first.
 """
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 OmegaConf.register_new_resolver(
     "sweep_dir", lambda resume, new: _sweep_dir(resume, new), replace=True, use_cache=True
 )
+# configs/hydra/launcher/ray.yaml replaces hydra-ray-launcher's config of the same name on purpose; Hydra 1.3
+# still checks it against that schema (which it matches), and warns that it will stop doing so.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
 def _sweep_dir(resume: Any, new: str) -> str:

@@ -1,6 +1,7 @@
 """Hydra callbacks (configs/config.yaml): checks before Hydra makes directories, and what a sweep needs
 around its jobs: cores shared between parallel jobs, a resumed sweep checked, failures summed up."""
 
+import importlib.util
 import logging
 import math
 import os
@@ -56,6 +57,10 @@ def count_jobs(overrides: list[str]) -> int | None:
         return None
 
 
+def uses_ray(launcher: DictConfig) -> bool:
+    return str(launcher.get("_target_", "")).endswith("RayLauncher")
+
+
 def jobs_at_once(launcher: DictConfig, jobs: int | None) -> int | None:
     """How many jobs `launcher` runs at the same time on this machine; None for a cluster (or unknown)."""
     target = str(launcher.get("_target_", ""))
@@ -71,7 +76,8 @@ def jobs_at_once(launcher: DictConfig, jobs: int | None) -> int | None:
 
 
 class Sweep(Callback):
-    """Around a multirun: parallel jobs share the cores; `resume_sweep` must match; failures are summed up.
+    """Around a multirun: parallel jobs share the cores; `resume_sweep` must match; failures are summed up; Ray
+    (hydra/launcher=ray) is stopped.
 
     Threads: each of K jobs running at once on C cores gets C // K threads (OMP_NUM_THREADS, which the jobs
     inherit; a value the user set is kept). Two 2-thread torch processes on 2 cores run ~35x slower than one.
@@ -82,6 +88,11 @@ class Sweep(Callback):
         overrides = list(config.hydra.overrides.task)
         if config.get("resume_sweep"):
             self._check_resume(sweep_dir, overrides, config.resume_sweep)
+        if uses_ray(config.hydra.launcher) and importlib.util.find_spec("ray") is None:
+            fail(
+                "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)",
+                2,
+            )
         parallel = jobs_at_once(config.hydra.launcher, count_jobs(overrides))
         if parallel and parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
             threads = max(available_cpus() // parallel, 1)
@@ -104,6 +115,10 @@ class Sweep(Callback):
         log.info(f"resuming sweep {sweep_dir}: completed jobs are skipped, stopped ones continue")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if uses_ray(config.hydra.launcher):
+            from lab.ray_sweep import stop  # Ray imports only for Ray sweeps
+
+            stop()  # hydra-ray-launcher never does: a local instance's processes would outlive the sweep
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = {job: read_status(job) or {"status": "no status.json"} for job in job_dirs(sweep_dir)}
         counts: dict[str, int] = {}

@@ -10,7 +10,7 @@ import pytest
 from lab.config import PROJECT_ROOT
 
 ENTRY_POINTS = {"train", "evaluate", "predict", "export", "tune", "report"}
-PACKAGES = ("lab", "trainer", "data", "models", "bench", "tests")
+PACKAGES = ("lab", "trainer", "data", "models", "bench", "tests", "hydra_plugins")
 
 
 def imported_modules(path) -> set[str]:  # noqa: ANN001

@@ -1,0 +1,76 @@
+"""hydra/launcher=ray (lab/ray_sweep.py, hydra_plugins/mnist_lab/ray_launcher.py) on a real local Ray instance,
+started and stopped by the sweep; the resource check on its own."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.ray_sweep import refusal
+from lab.report import report
+from lab.status import job_dirs, read_status
+from tests.conftest import tiny_overrides
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes still in the session `session` (what a sweep started with start_new_session left)."""
+    listing = subprocess.run(["ps", "-e", "-o", "sid=,pid=,comm="], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if int(line.split()[0]) == session]
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    sweep = tmp_path / "sweep"
+    # lr=-1 is a bad value: job 1 fails on purpose, job 0 trains.
+    command = [sys.executable, "train.py", "-m", "hydra/launcher=ray", "optimizer=sgd", "optimizer.lr=0.05,-1",
+               *tiny_overrides(tiny_mnist), f"hydra.sweep.dir={sweep}", f"hydra.launcher.ray.init._temp_dir={ray_dir}",
+               "++hydra.launcher.ray.init.include_dashboard=false"]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}  # Ray's own setting
+    try:
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True, cwd=Path(__file__).parents[2], env=env)  # fmt: skip
+        output = driver.communicate(timeout=300)[0]
+        assert driver.returncode == 1, output
+        assert (
+            "Ray: the local Ray instance, 1 node(s); each job asks for {'num_cpus': 1, 'num_gpus': 0"
+            in output
+        )
+        assert {job.name: read_status(job)["status"] for job in job_dirs(sweep)} == {
+            "0": "completed",
+            "1": "failed",
+        }
+        assert read_status(sweep / "1")["error"] == "optimizer.lr must be a number > 0, got -1"
+        assert "1 completed, 1 failed" in output and "job 1 [" in output
+        metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+        assert metrics["threads"] == 1  # Ray gives a job OMP_NUM_THREADS = its num_cpus
+        assert metrics["best_val_acc"] > 0.5
+        assert "| 1 |" in report(sweep)  # the leaderboard counts the failed job
+        # Ray stopped with the sweep: none of its processes is left in the driver's session.
+        deadline = time.monotonic() + 15
+        while session_processes(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert session_processes(driver.pid) == []
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def test_a_job_no_node_could_hold_is_refused_naming_the_key_and_the_largest_node() -> None:
+    nodes = [{"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0, "GPU": 1.0}]
+    assert refusal({"num_cpus": 8, "num_gpus": 1}, nodes, "the local Ray instance") is None
+    assert refusal({"num_cpus": 3, "num_gpus": 0}, nodes[:1], "the local Ray instance") == (
+        "hydra.launcher.ray.remote.num_cpus=3: no node of the local Ray instance has that many CPUs "
+        "(the largest has 2), so the jobs would wait for ever; ask for at most 2"
+    )
+    said = refusal({"num_cpus": 1, "num_gpus": 2}, nodes, "the Ray cluster at ray://head:10001")
+    assert said is not None and said.startswith(
+        "hydra.launcher.ray.remote.num_gpus=2: no node of the Ray cluster"
+    )
