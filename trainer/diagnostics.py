@@ -2,23 +2,35 @@
 figures TensorBoard shows (confusion matrices, a grid of misclassified images), with the classes named as
 the dataset names them (data.classes). Plain tensors and names in, no config."""
 
+from __future__ import annotations
+
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
+from torch import Tensor, nn
 
-matplotlib.use("Agg")  # figures are rendered to images, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from data.loader import MNIST_MEAN, MNIST_STD
+from trainer.evaluation import Predictions
 
-from data.loader import MNIST_MEAN, MNIST_STD  # noqa: E402
-from trainer.evaluation import Predictions  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 NUM_CLASSES = 10
 DIGITS = tuple(str(k) for k in range(NUM_CLASSES))  # MNIST's class names
+
+
+def pyplot():  # noqa: ANN201
+    """matplotlib.pyplot on the Agg backend (figures rendered to images, never shown), imported when a figure is
+    drawn: half a second that a process which draws none (predict.py, a sweep's driver) does not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def class_tags(classes: Sequence[str]) -> list[str]:
@@ -50,6 +62,7 @@ def confusion_table(matrix: Tensor, classes: Sequence[str] = DIGITS) -> str:
 
 def confusion_figure(matrix: Tensor, title: str, classes: Sequence[str] = DIGITS) -> Figure:
     """Counts and row-normalised fractions side by side, each cell labelled, the axes by class name."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=80)
     long_names = max(map(len, classes)) > 2
     normalised = matrix.double() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
@@ -90,7 +103,7 @@ def misclassified_figure(
     cell_w, cell_h, band = (56, 48, 19) if long_names else (36, 40, 11)  # image pixels; band: the title's
     columns, rows = 8, max(math.ceil(shown / 8), 1)
     width, height = columns * cell_w * 1.3 / 36, rows * cell_h * 1.5 / 40  # inches: 104 x 120 pixels a digit
-    fig = plt.figure(figsize=(width, height), dpi=80)
+    fig = pyplot().figure(figsize=(width, height), dpi=80)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / height))  # 0.45 inch above for the title
     ax.axis("off")
     canvas = torch.zeros(rows * cell_h, columns * cell_w)

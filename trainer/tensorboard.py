@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tensorboard.plugins.hparams import summary_v2 as hparams_api
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -88,6 +87,8 @@ class RunLog:
 
     def hparams(self, name: str, values: dict[str, bool | int | float | str]) -> None:
         """The run's row in the HParams view, named `name`; its metrics are the run's own curves."""
+        from tensorboard.plugins.hparams import summary_v2 as hparams_api  # 0.3 s to import: only where used
+
         metrics = [hparams_api.Metric(tag) for tag in HPARAMS_METRICS]
         experiment = hparams_api.hparams_config_pb([hparams_api.HParam(key) for key in values], metrics)
         for summary in (experiment, hparams_api.hparams_pb(values, trial_id=name)):

@@ -24,7 +24,7 @@ def statuses(sweep: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_joblib_sweeps_started_together_get_one_directory_per_job(joblib_sweeps: list[Path]) -> None:
     big, small = joblib_sweeps
-    assert [len(job_dirs(big)), len(job_dirs(small))] == [4, 2]
+    assert [len(job_dirs(big)), len(job_dirs(small))] == [4, 1]
     cpus = available_cpus()
     seen = set()
     for sweep in joblib_sweeps:
@@ -37,11 +37,11 @@ def test_joblib_sweeps_started_together_get_one_directory_per_job(joblib_sweeps:
             # the jobs running at once share the cores instead of each taking all of them
             assert metrics["threads"] * min(jobs, cpus) <= max(cpus, min(jobs, cpus))
             assert metrics["best_val_acc"] > 0.5  # learned: 1 epoch on 2,000 real digits (chance: 0.1)
-        if cpus > 1:
+        if cpus > 1 and jobs > 1:
             assert (
                 f"{min(jobs, cpus)} jobs at a time on {cpus} CPUs" in (sweep / "sweep-output.txt").read_text()
             )
-    assert seen == {(m, s) for m in ("LeNet", "ResBlockMLP", "LeNetRes") for s in (0, 1)}
+    assert seen == {(m, s) for m in ("LeNet", "ResBlockMLP") for s in (0, 1)} | {("LeNetRes", 0)}
 
 
 @pytest.mark.slow
