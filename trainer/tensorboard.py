@@ -126,12 +126,13 @@ class RunLog:
         self.diagnosis("test", predictions, step, full=True)
 
     def diagnosis(self, split: str, predictions: Predictions, step: int, full: bool = False) -> None:
-        """The confusion matrix (image) and per-class accuracy of `split`; with `full`, also the table, the
-        per-class precision-recall curves and the grid of misclassified digits."""
+        """The confusion matrix (image: row-normalised; with `full`, the counts beside it) and per-class accuracy
+        of `split`; with `full`, also the table, the per-class precision-recall curves and the grid of
+        misclassified digits."""
         if not self.write:
             return
         matrix = confusion_matrix(predictions.predicted, predictions.labels, len(self.classes))
-        figure = confusion_figure(matrix, split, self.classes)
+        figure = confusion_figure(matrix, split, self.classes, counts=full)  # each epoch: the fractions only
         self.writer.add_figure(f"{split}/confusion_matrix", figure, step)
         tags = class_tags(self.classes)
         for tag, accuracy in zip(tags, per_class_accuracy(matrix).tolist(), strict=True):

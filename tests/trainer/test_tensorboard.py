@@ -43,7 +43,7 @@ def test_images_are_decodable_pngs_of_the_right_size(events: EventAccumulator, r
     assert [e.step for e in events.Images("val/confusion_matrix")] == [1, 2]  # every evaluation
     wrong = round((1 - json.loads((run_dir / "metrics.json").read_text())["test_acc"]) * TEST_IMAGES)
     grid_rows = max((min(wrong, 64) + 7) // 8, 1)  # 8 digits per row, at most 64
-    expected = {"val/confusion_matrix": (960, 432), "test/confusion_matrix": (960, 432),
+    expected = {"val/confusion_matrix": (480, 432), "test/confusion_matrix": (960, 432),
                 "test/misclassified": (832, 120 * grid_rows)}  # fmt: skip
     for tag, size in expected.items():
         event = events.Images(tag)[-1]
