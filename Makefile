@@ -35,8 +35,11 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 	echo "optuna-dashboard $$storage  (http://127.0.0.1:$(PORT))"; \
 	$(VENV)/bin/optuna-dashboard --port $(PORT) "$$storage"
 
+# Two pytest-xdist workers, a test file each at a time (--dist loadfile: the torchrun tests, which share torchrun's
+# default port, never run together); OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning on a core
+# that the other worker's process wants.
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: data  ## throughput side by side with the classic pipeline, time to accuracy, the speedrun, per-run overhead, augmentation (~30 min on 2 cores)
 	$(PY) -m bench.throughput

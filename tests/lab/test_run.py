@@ -23,7 +23,7 @@ from lab.predict import predict_files
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
 from models import LeNet
-from tests.conftest import scalars, tiny_config
+from tests.conftest import next_second, scalars, tiny_config
 from tests.data.test_images import product_photo
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation import evaluate
@@ -143,6 +143,7 @@ def test_resume_mid_epoch_matches_never_stopping(tmp_path: Path, tiny_mnist: Pat
     assert stop.value.exit_code == 0 and "in epoch 2" in stop.value.reason
     midway = load_checkpoint(stopped / "checkpoints" / "last.pt")
     assert (midway["epoch"], midway["step"], midway["loader"]["next_batch"]) == (1, 21, 5)
+    next_second()  # (see there)
     resumed = train(tiny_config(tiny_mnist, "model=resmlp", "resume=auto"), stopped)
 
     final = [load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (straight, stopped)]
@@ -227,6 +228,7 @@ def test_resume_with_distortions_is_bit_identical_and_the_augmented_digits_are_s
     train(tiny_config(tiny_mnist, *distorted), tmp_path / "straight")
     with pytest.raises(TrainingStopped):
         train(tiny_config(tiny_mnist, *distorted, "trainer.max_steps=21"), tmp_path / "stopped")
+    next_second()  # (see there)
     train(tiny_config(tiny_mnist, *distorted, "resume=auto"), tmp_path / "stopped")
     final = [
         load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["model"] for d in ("straight", "stopped")
