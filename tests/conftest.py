@@ -112,39 +112,3 @@ def trained_run(
                       f"hydra.run.dir={run}", cwd="/")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return run, done
-
-
-@pytest.fixture(scope="session")
-def joblib_sweeps(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> list[Path]:
-    """Two parallel sweeps started at the same moment on real MNIST (2,000 training images, 1 epoch):
-    2 models x 2 seeds, and 1 model x 1 seed. Returns their sweep directories, the larger first."""
-    root = tmp_path_factory.mktemp("sweeps")
-    real = [f"data.source.root={mnist_root}", "data.train_subset=2000", "data.validation_size=1000",
-            "trainer.epochs=1", "trainer.device=cpu"]  # fmt: skip
-    # The sweep directory keeps the project's pattern (microseconds and pid), under a temporary root.
-    pattern = f"hydra.sweep.dir={root}/" + "${now:%H-%M-%S-%f}-${pid:}"
-    started = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(PROJECT_ROOT / "train.py"),
-                "-m",
-                "hydra/launcher=joblib",
-                *grid,
-                *real,
-                pattern,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=PROJECT_ROOT,
-        )  # fmt: skip
-        for grid in (("model=lenet,resmlp", "seed=0,1"), ("model=lenet_res", "seed=0"))
-    ]
-    outputs = [process.communicate(timeout=600)[0] for process in started]
-    assert [p.returncode for p in started] == [0, 0], outputs
-    sweeps = sorted(root.iterdir(), key=lambda d: len(list(d.glob("[0-9]*"))), reverse=True)
-    assert len(sweeps) == 2, outputs  # never one shared directory
-    for sweep, output in zip(sweeps, outputs, strict=False):
-        (sweep / "sweep-output.txt").write_text(output)
-    return sweeps

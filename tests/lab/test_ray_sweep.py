@@ -59,6 +59,15 @@ def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
         while session_processes(driver.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert session_processes(driver.pid) == []
+
+        # resume_sweep on Ray: the completed job is skipped, the failed one runs (and fails) again.
+        before = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+        again = subprocess.run([*command, f"resume_sweep={sweep}"], capture_output=True, text=True, env=env,
+                               cwd=Path(__file__).parents[2], timeout=300)  # fmt: skip
+        printed = again.stdout + again.stderr
+        assert again.returncode == 1 and printed.count("completed before: skipped") == 1, printed
+        assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == before
+        assert read_status(sweep / "1")["status"] == "failed" and "1 completed, 1 failed" in printed
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
 

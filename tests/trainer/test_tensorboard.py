@@ -10,12 +10,9 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lab.build import build
 from lab.run import train
-from lab.status import identity, job_dirs
 from tests.conftest import tiny_config
 from trainer.checkpoint import load_checkpoint
 from trainer.diagnostics import confusion_matrix
@@ -132,31 +129,3 @@ def test_histograms_can_be_turned_off(tmp_path: Path, tiny_mnist: Path) -> None:
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert events.Tags()["histograms"] == []
-
-
-@pytest.mark.slow
-def test_hparams_one_session_per_job_in_its_own_directory(joblib_sweeps: list[Path]) -> None:
-    sweep = joblib_sweeps[0]
-    events = EventMultiplexer()
-    events.AddRunsFromDirectory(str(sweep))
-    events.Reload()
-    assert sorted(events.Runs()) == ["0", "1", "2", "3"]  # the job dirs themselves, no timestamped sub-runs
-    content = events.PluginRunToTagToContent("hparams")
-    for job in job_dirs(sweep):
-        metrics = json.loads((job / "metrics.json").read_text())
-        plugin = {tag: HParamsPluginData.FromString(data) for tag, data in content[job.name].items()}
-        start = next(p.session_start_info for p in plugin.values() if p.HasField("session_start_info"))
-        experiment = next(p.experiment for p in plugin.values() if p.HasField("experiment"))
-        overrides = [o for o in (job / ".hydra" / "overrides.yaml").read_text().split("\n") if o]
-        assert start.group_name == " ".join(identity([o.removeprefix("- ") for o in overrides]))
-        assert start.hparams["seed"].number_value == metrics["seed"]
-        assert start.hparams["model"].string_value in ("lenet", "resmlp")
-        assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.003)
-        tags = {m.name.tag for m in experiment.metric_infos}
-        assert tags == {"test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "time/epoch_s"}
-        scalars = EventAccumulator(str(job))
-        scalars.Reload()
-        assert tags <= set(scalars.Tags()["scalars"])  # the HParams metrics are the run's own curves
-        assert not [t for t in scalars.Tags()["scalars"] if t.startswith("hparams/")]  # no one-point curves
-        assert scalars.Scalars("test/acc")[-1].value == pytest.approx(metrics["test_acc"])
-        assert len(list(job.glob("**/events.out.tfevents.*"))) == 1  # one writer, one event file
