@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from lab.config import override_key  # noqa: E402
 from lab.status import identity, read_status  # noqa: E402
@@ -155,6 +157,15 @@ def write_csv(rows: list[Row], path: Path) -> None:
             ])  # fmt: skip
 
 
+def save(fig: Figure, ax: Axes, path: Path) -> None:
+    """Write a plot to `path` (with its legend, if it has labelled lines) and free it."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_curves(rows: list[Row], path: Path) -> None:
     """Validation accuracy per epoch, the mean over seeds, one line per configuration."""
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
@@ -173,11 +184,7 @@ def plot_curves(rows: list[Row], path: Path) -> None:
         title="Validation accuracy per epoch (mean over seeds)",
     )
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def plot_size(rows: list[Row], path: Path) -> None:
@@ -192,11 +199,7 @@ def plot_size(rows: list[Row], path: Path) -> None:
     ax.set_xscale("log")
     ax.set(xlabel="parameters", ylabel="test accuracy (%)", title="Test accuracy against model size")
     ax.grid(alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def plot_errors(rows: list[Row], path: Path) -> None:
@@ -211,9 +214,7 @@ def plot_errors(rows: list[Row], path: Path) -> None:
     ax.set_yticks(range(len(done)), [row.name for row in done], fontsize=7)
     ax.set(xlabel="test error (%)", title="Test error: mean and std over seeds (dots: each seed)")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path)
 
 
 def report(directory: Path) -> str:
