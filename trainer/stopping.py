@@ -43,6 +43,7 @@ class StopRequests:
         self.agree = agree
         self.signum: int | None = None
         self.signalled_at = 0.0
+        self._announced = False  # the stop has been logged
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopRequests":
@@ -60,15 +61,18 @@ class StopRequests:
             if self.agree is not None and time.monotonic() - self.signalled_at < 2:
                 return  # torchrun sends its SIGTERM twice in a few milliseconds: one request
             raise KeyboardInterrupt  # asked twice: do not wait for the step
+        # Noted only: logging here could re-enter a log write the signal interrupted (a "Logging error"
+        # traceback); reached() says it, after the step.
         self.signum, self.signalled_at = signum, time.monotonic()
-        log.warning(
-            f"{signal.Signals(signum).name} received: stopping after this step (send it again to stop now)"
-        )
 
     def reached(self, step: int) -> bool:
         """True when the run should stop after global step `step`."""
         if self.agree is not None and (agreed := self.agree(self.signum or 0)):
             self.signum = self.signum or agreed  # another rank's signal stops this one too
+        if self.signum is not None and not self._announced:
+            self._announced = True
+            log.warning(f"{signal.Signals(self.signum).name} received: stopping after this step "
+                        "(send it again to stop now)")  # fmt: skip
         return self.signum is not None or (self.max_steps is not None and step >= self.max_steps)
 
     def stopped(self, epoch: int, step: int, checkpoint: Path) -> TrainingStopped:
