@@ -9,8 +9,6 @@ per-class accuracy and the confusion matrix; saves the matrix and a grid of the 
 files (default: <run dir>/evaluation/confusion_matrix.png and confusion_matrix_misclassified.png).
 """
 
-import sys
-
 from lab import cli
 from lab.artifacts import load_trained
 from lab.config import split_args
@@ -19,9 +17,7 @@ from lab.evaluate import USAGE, evaluate_trained
 
 def main(argv: list[str]) -> int:
     args, overrides = split_args(argv, ("ckpt", "out"))
-    if "ckpt" not in args:
-        print(USAGE, file=sys.stderr)
-        return 2
+    cli.require(args, ("ckpt",), USAGE)
     print(evaluate_trained(load_trained(args["ckpt"], overrides), args.get("out")))
     return 0
 

@@ -8,8 +8,6 @@ absolute difference of the logits must be at most 1e-4 and every argmax the same
 Needs the export extra: pip install -e '.[export]' (onnx, onnxscript, onnxruntime).
 """
 
-import sys
-
 from lab import cli
 from lab.artifacts import load_trained
 from lab.config import split_args
@@ -18,9 +16,9 @@ from lab.export import FORMATS, USAGE, export_trained
 
 def main(argv: list[str]) -> int:
     args, overrides = split_args(argv, ("ckpt", "format", "out"))
-    if "ckpt" not in args or args.get("format") not in FORMATS:
-        print(USAGE, file=sys.stderr)
-        return 2
+    cli.require(args, ("ckpt", "format"), USAGE)
+    if args["format"] not in FORMATS:
+        raise ValueError(f"format={args['format']}: not an export format; choose one of {', '.join(FORMATS)}")
     report, passed = export_trained(load_trained(args["ckpt"], overrides), args["format"], args.get("out"))
     print(report)
     return 0 if passed else 1

@@ -10,8 +10,6 @@ A file that cannot be used (unreadable, not an image, nothing drawn) gets its ow
 are still predicted (exit status 1 if any failed).
 """
 
-import sys
-
 from lab import cli
 from lab.artifacts import load_trained
 from lab.config import split_args
@@ -20,9 +18,7 @@ from lab.predict import USAGE, predict_files, show
 
 def main(argv: list[str]) -> int:
     args, overrides = split_args([a for a in argv if a != "--json"], ("ckpt", "images"))
-    if "ckpt" not in args or "images" not in args:
-        print(USAGE, file=sys.stderr)
-        return 2
+    cli.require(args, ("ckpt", "images"), USAGE)
     return show(predict_files(load_trained(args["ckpt"], overrides), args["images"]), "--json" in argv)
 
 

@@ -6,7 +6,6 @@ Prints the leaderboard as a Markdown table and writes, beside the runs, leaderbo
 val_acc_per_epoch.png and test_acc_vs_params.png (lab/report.py).
 """
 
-import sys
 from pathlib import Path
 
 from lab import cli
@@ -15,8 +14,9 @@ from lab.report import report
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python report.py <sweep or outputs directory>", file=sys.stderr)
-        return 2
+        raise ValueError(
+            f"give one directory, not {len(argv)} arguments (usage: python report.py <sweep or outputs directory>)"
+        )
     print(report(Path(argv[0])))
     return 0
 

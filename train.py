@@ -28,4 +28,4 @@ if __name__ == "__main__":
         sys.argv[1:] = ddp.rank_argv(sys.argv[1:])
     except ValueError as error:
         cli.fail(str(error))
-    main()
+    cli.run_hydra(main)

@@ -12,7 +12,7 @@ import torch
 
 from lab.config import PROJECT_ROOT
 from lab.provenance import cpu_name, git_revision, versions
-from trainer.checkpoint import write_json
+from trainer.files import write_json
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 

@@ -20,7 +20,7 @@ import torch
 from bench import RESULTS, machine, spread, write_result
 from lab.build import build_batches
 from lab.config import compose
-from trainer import choose_device
+from trainer.device import choose_device
 
 OPTIONS = ("none", "shift", "affine", "elastic", "affine_elastic")
 

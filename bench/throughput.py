@@ -32,7 +32,8 @@ from bench import RESULTS, machine, spread, write_result
 from lab.build import Setup, build
 from lab.config import PROJECT_ROOT, compose
 from models import LeNet, LeNetRes, ResBlockMLP
-from trainer import choose_device, train_one_epoch
+from trainer.device import choose_device
+from trainer.loop import train_one_epoch
 
 MODELS = {"lenet": LeNet, "lenet_res": LeNetRes, "resmlp": ResBlockMLP}  # the configs' defaults
 FLOORS = {  # variant -> its overrides

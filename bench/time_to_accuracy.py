@@ -30,7 +30,8 @@ from bench import RESULTS, machine, write_result  # noqa: E402
 from lab.build import build  # noqa: E402
 from lab.config import compose  # noqa: E402
 from lab.run import train  # noqa: E402
-from trainer import evaluate, train_one_epoch  # noqa: E402
+from trainer.evaluation import evaluate  # noqa: E402
+from trainer.loop import train_one_epoch  # noqa: E402
 
 TARGETS = {"lenet": 0.990, "lenet_res": 0.990, "resmlp": 0.983}
 

@@ -7,6 +7,8 @@ the centre. Fashion-MNIST (`fashion_like`), as Xiao et al. (2017) made it from p
 that match the background trimmed; the longest side scaled to 28; the shorter side padded to 28 with the
 item in the middle; light on dark (negated when the background is light)."""
 
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +24,9 @@ BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 SIDE = 28
 
 
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB; past it, a file is refused from its header
+
+
 class ImageError(ValueError):
     """This file cannot be made into a digit (unreadable, not an image, nothing drawn)."""
 
@@ -29,7 +34,16 @@ class ImageError(ValueError):
 def load_greyscale(path: Path) -> np.ndarray:
     """The image as float greyscale in [0, 1] (transparent parts count as white paper)."""
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            image = Image.open(path)
+        with image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"{width}x{height} pixels, over the limit of {MAX_PIXELS // 1_000_000} megapixels: "
+                    "not decoded; scale it down first"
+                )
             image.load()
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
@@ -38,6 +52,12 @@ def load_greyscale(path: Path) -> np.ndarray:
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except UnidentifiedImageError:
         raise ImageError("not an image PIL can read") from None
+    except Image.DecompressionBombError as error:  # PIL refuses the largest ones itself, on opening
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise ImageError(
+            f"{size}, over the limit of {MAX_PIXELS // 1_000_000} megapixels: not decoded; scale it down first"
+        ) from None
     except OSError as error:
         raise ImageError(f"cannot be read: {error}") from None
     if grey.size == 0:

@@ -6,24 +6,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from data.augment import Augment
 from lab.build import build_model
 from lab.config import compose, override_key, to_plain
-from trainer.checkpoint import BEST, LAST, load_checkpoint
+from trainer.checkpoint import BEST, LAST, RUN_KEYS, load_checkpoint, load_weights
 from trainer.device import choose_device
+from trainer.files import atomic_write
 
 CHECKPOINTS = "checkpoints"  # <run dir>/checkpoints/{last,best}.pt
 
 
 def checkpoint_path(spec: str, which: str, key: str) -> Path:
-    """The checkpoint `spec` names: a .pt file, or a run directory (its checkpoints/`which`); `key` is the
-    argument that gave it, for the message when there is none."""
+    """The checkpoint `spec` names: a .pt file, or a run directory (its checkpoints/`which`) or its checkpoints
+    folder; `key` is the argument that gave it, for the message when there is none."""
     path = Path(spec)
     if path.is_dir():
-        path = path / CHECKPOINTS / which
+        inside = [path / CHECKPOINTS / which, path / which]
+        path = next((p for p in inside if p.is_file()), inside[0])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{key}={spec}: no checkpoint there (no {inside[0]}): give a run directory or a .pt file"
+            )
     if not path.is_file():
         raise FileNotFoundError(f"{key}={spec}: no checkpoint at {path}")
     return path
@@ -58,7 +64,7 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
             )
     device = choose_device(cfg.trainer.device)
     model, _ = build_model(cfg, device)  # in the memory format it was tested in: the same numbers
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], path)
     return Trained(model.eval(), cfg, path, device)
 
 
@@ -100,6 +106,11 @@ def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
     return cfg
 
 
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Copy a checkpoint file byte for byte (atomically: `target` is whole or as it was)."""
+    atomic_write(target, source.read_bytes(), "checkpoint")
+
+
 def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     """The checkpoint `resume` names: None, `auto` (run_dir's last.pt, if any), a .pt file or a run directory."""
     if resume is None:
@@ -110,15 +121,25 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     return checkpoint_path(resume, LAST, "resume")
 
 
+def differing(then: Any, now: Any, key: str) -> list[tuple[str, Any, Any]]:
+    """(dotted key, then, now) of each value that differs between two configs (or plain values) at `key`."""
+    if isinstance(then, DictConfig) and isinstance(now, DictConfig):
+        keys = list(then) + [k for k in now if k not in then]
+        return [d for k in keys for d in differing(then.get(k), now.get(k), f"{key}.{k}")]
+    plain = [OmegaConf.to_container(v) if isinstance(v, DictConfig | ListConfig) else v for v in (then, now)]
+    return [] if plain[0] == plain[1] else [(key, *plain)]
+
+
 def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint at `path` (weights only) and refuse it if it was made under a different config."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, needs=RUN_KEYS)
     saved, current = saved_config(checkpoint), OmegaConf.create(to_plain(cfg))
-    differences = []
-    for key in RESUME_MUST_MATCH:
-        then = OmegaConf.select(saved, key)
-        if then != OmegaConf.select(current, key):
-            differences.append(f"{key}: checkpoint {then!r}, now {OmegaConf.select(current, key)!r}")
+    differences = [
+        f"{key}: checkpoint {then!r}, now {now!r}"
+        for name in RESUME_MUST_MATCH
+        for key, then, now in differing(OmegaConf.select(saved, name), OmegaConf.select(current, name), name)
+    ]
     if differences:
-        raise ValueError(f"resume={path} does not match this config: " + "; ".join(differences))
+        raise ValueError(f"resume={path} was trained with another config: " + "; ".join(differences)
+                         + " (repeat the run's overrides: its .hydra/overrides.yaml)")  # fmt: skip
     return checkpoint

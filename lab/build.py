@@ -2,6 +2,7 @@
 
 Below this module everything takes plain typed arguments."""
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -13,13 +14,17 @@ from torch.nn.parallel import DistributedDataParallel
 from data.augment import Augment
 from data.loader import DeviceBatches, split_validation
 from data.sources import MNISTData
-from lab.config import PRECISIONS, check_config, to_plain
+from lab.config import check_config, to_plain
 from trainer import distributed
 from trainer.device import choose_device
 from trainer.distributed import Rank
 from trainer.loop import run_steps
 from trainer.speed import available_cpus, configure_threads, prefers_channels_last, tune_for, warm_up
 from trainer.state import Precision, TrainState
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision -> autocast
 
 
 @dataclass
@@ -104,6 +109,9 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
         device = torch.device("cuda", rank.local)  # one GPU per process of the node
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+    if cfg.trainer.threads and cfg.trainer.threads > available_cpus():
+        log.warning(f"trainer.threads={cfg.trainer.threads} is more than the {available_cpus()} CPUs this process "
+                    f"may use: the threads will wait on each other; null uses all {available_cpus()}")  # fmt: skip
     threads = configure_threads(
         cfg.trainer.threads or (max(available_cpus() // rank.local_world, 1) if rank else None)
     )
@@ -117,7 +125,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
         optimizer, total_steps=run_steps(cfg.trainer.epochs, steps_per_epoch), steps_per_epoch=steps_per_epoch
     )
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
-    precision = Precision(PRECISIONS[cfg.trainer.precision], scaler)
+    precision = Precision(AMP_DTYPES[cfg.trainer.precision], scaler)
     compile_seconds = None
     if cfg.trainer.compile:
         model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys

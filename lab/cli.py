@@ -1,12 +1,24 @@
 """The one wrapper every entry point uses: a bad value or file ends the command with one line, `error: ...`,
-and a non-zero exit status, never a Python traceback."""
+and exit status 2 (1 when the machine failed: a full disk), never a Python traceback."""
 
+import difflib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+
+from lab.outcomes import Refused, RunFailed, RunStopped, SweepFailed
+from trainer.files import WriteFailed
 
 # What a user's input can cause: a bad value, a missing or unreadable file, a config Hydra cannot compose.
 USER_ERRORS = (ValueError, KeyError, OSError, HydraException)
@@ -14,11 +26,61 @@ OUR_LOGGERS = ("train", "tune", "sweep", "lab", "trainer", "data")  # INFO; othe
 
 
 def user_message(error: BaseException) -> str:
-    """The message that names the bad value. instantiate() wraps what the constructors raise; their own
-    message is the one that names the key."""
+    """The one line that names the bad value or file and says what to do."""
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
-        error = error.__cause__
-    return str(error).strip()
+        error = error.__cause__  # instantiate() wraps what the constructors raise; theirs names the key
+    if isinstance(error, MissingConfigException):
+        return _missing_option(error)
+    if isinstance(error, ConfigCompositionException) and hasattr(error.__cause__, "parent_node"):
+        return _unknown_key(error)
+    if isinstance(error, OverrideParseException):
+        lines = [line for line in str(error).splitlines() if not line.startswith("See https://")]
+        return "; ".join(lines) + " (an override is key=value, e.g. trainer.epochs=3)"
+    if isinstance(error, KeyError) and error.args:
+        return f"missing key {error.args[0]!r}"
+    return " ".join(str(error).split())
+
+
+def _missing_option(error: MissingConfigException) -> str:
+    """`model=lenet7` -> `model=lenet7: no such option; model is one of lenet, lenet_res, resmlp`."""
+    group, _, option = (error.missing_cfg_file or "").rpartition("/")
+    if not group:  # a config file, not an option of a group
+        return str(error).splitlines()[0]
+    choices = ", ".join(error.options or []) or "none"
+    close = difflib.get_close_matches(option, error.options or [], n=1)
+    hint = f" (did you mean {group}={close[0]}?)" if close else ""
+    return f"{group}={option}: no such option{hint}; {group} is one of: {choices}"
+
+
+def _unknown_key(error: ConfigCompositionException) -> str:
+    """`trainer.epocs=3` -> `trainer.epocs=3: trainer has no key epocs (did you mean trainer.epochs?) ...`."""
+    cause = error.__cause__
+    full_key, key = str(cause.full_key), str(cause.key)  # type: ignore[union-attr]
+    keys = [str(k) for k in (cause.parent_node or {}) if k != "hydra"]  # type: ignore[union-attr]
+    parent = full_key.rpartition(".")[0]
+    where = parent or "the config"
+    append = re.search(r"use (\+\S+)", str(error))
+    close = difflib.get_close_matches(key, keys, n=1)
+    hint = (
+        f"did you mean {'.'.join(filter(None, [parent, close[0]]))}?"
+        if close
+        else f"its keys: {', '.join(keys)}"
+    )
+    added = f"; to add a new key: {append.group(1)}" if append else ""
+    setting = append.group(1)[1:] if append else full_key
+    return f"{setting}: {where} has no key {key} ({hint}){added}"
+
+
+def require(args: dict[str, str], keys: tuple[str, ...], usage: str) -> None:
+    """Refuse a command without the arguments it needs, naming them, with its usage."""
+    missing = [f"{key}=" for key in keys if key not in args]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} missing ({usage})")
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for a user's mistake; 1 when the machine failed (a full disk, a quota, an I/O error)."""
+    return 1 if isinstance(error, WriteFailed) and error.disk_full else 2
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
@@ -27,13 +89,38 @@ def fail(message: str, exit_code: int = 2) -> NoReturn:
     sys.exit(exit_code)
 
 
-def run(main: Callable[[list[str]], int]) -> NoReturn:
-    """Run a script's `main(argv)` and exit with its status; a user error gives one line and status 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+def configure_logging() -> None:
+    """Our loggers at INFO, other libraries' at WARNING; a log file that can no longer be written (a full
+    disk) is skipped quietly instead of printing a traceback per line."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
+    logging.raiseExceptions = False
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+def run(main: Callable[[list[str]], int]) -> NoReturn:
+    """Run a script's `main(argv)` and exit with its status; a user error gives one line and status 2."""
+    configure_logging()
+    sys.exit(_status(lambda: main(sys.argv[1:])))
+
+
+def run_hydra(main: Callable[[], object]) -> NoReturn:
+    """Run a `@hydra.main` function: Hydra's errors (an unknown option or key, a bad override) become one
+    line and exit status 2 instead of Hydra's report and 1; a run's or sweep's end, its exit status."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its report and exiting 1
+    logging.raiseExceptions = False
+    sys.exit(_status(lambda: main() and 0))
+
+
+def _status(call: Callable[[], int | None]) -> int:
+    """`call()`'s exit status: its own, or what the exception it raised means."""
     try:
-        exit_code = main(sys.argv[1:])
+        return call() or 0
+    except (RunFailed, RunStopped) as ended:  # the run has said why, in its log
+        return ended.exit_code
+    except SweepFailed:  # the sweep has listed its failed jobs
+        return 1
+    except Refused as refused:
+        fail(str(refused), 2)
     except USER_ERRORS as error:
-        fail(user_message(error))
-    sys.exit(exit_code)
+        fail(user_message(error), exit_code(error))

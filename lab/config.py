@@ -5,12 +5,13 @@ Importing this module registers the resolvers (`${project_root:}`, `${pid:}`, `$
 code that composes or loads a config of this project imports it first.
 """
 
+import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -60,7 +61,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.precision -> autocast
+PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision: float32, or autocast to bfloat16 / float16
 
 # Values a user types, with what each must be: checked before anything is built.
 _POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
@@ -69,8 +70,8 @@ _OPTIONAL_POSITIVE_INT = (lambda v: v is None or type(v) is int and v > 0, "null
 CHECKED_KEYS = {
     "seed": (lambda v: type(v) is int, "an integer"),
     "trainer.epochs": (
-        lambda v: type(v) in (int, float) and v >= 0,
-        "a number >= 0 (1.5: one and a half passes over the training data)",
+        lambda v: type(v) in (int, float) and v > 0,
+        "a number > 0 (1.5: one and a half passes over the training data)",
     ),
     "trainer.batch_size": _POSITIVE_INT,
     "trainer.eval_batch_size": _POSITIVE_INT,
@@ -108,8 +109,24 @@ CHECKED_KEYS = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Refuse values no run could use, naming the key and the value."""
+    """Refuse values no run could use, naming the key and the value: NaN and infinity anywhere, then each
+    key of CHECKED_KEYS."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value}: must be a finite number")
     for key, (valid, expected) in CHECKED_KEYS.items():
         value = OmegaConf.select(cfg, key)
         if not valid(value):
             raise ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value in a plain config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _leaves(value, f"{prefix}{index}.")
+    else:
+        yield prefix.rstrip("."), node

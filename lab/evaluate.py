@@ -5,8 +5,7 @@ from pathlib import Path
 
 from data.loader import DeviceBatches
 from lab.artifacts import Trained
-from lab.build import read_data
-from lab.config import PRECISIONS
+from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
 from trainer.evaluation import predict
 
@@ -20,7 +19,7 @@ def evaluate_trained(trained: Trained, out: str | None) -> str:
     mnist = read_data(cfg)
     batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
                             mean_std=(cfg.data.mean, cfg.data.std))  # fmt: skip
-    stats, predictions = predict(trained.model, batches, amp_dtype=PRECISIONS[cfg.trainer.precision])
+    stats, predictions = predict(trained.model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
     classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
     matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")

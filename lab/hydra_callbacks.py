@@ -5,7 +5,6 @@ import importlib.util
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lab.cli import fail
+from lab.outcomes import Refused, SweepFailed
 from lab.status import identity, job_dirs, read_status
 from trainer.speed import available_cpus
 
@@ -45,7 +44,7 @@ class CheckOutputDir(Callback):
     def _check(directory: str, key: str) -> None:
         reason = unwritable_reason(Path(directory).absolute())
         if reason:
-            fail(f"{key}={directory} cannot be created: {reason}", 2)
+            raise Refused(f"{key}={directory} cannot be created: {reason}")
 
 
 def count_jobs(overrides: list[str]) -> int | None:
@@ -89,9 +88,8 @@ class Sweep(Callback):
         if config.get("resume_sweep"):
             self._check_resume(sweep_dir, overrides, config.resume_sweep)
         if uses_ray(config.hydra.launcher) and importlib.util.find_spec("ray") is None:
-            fail(
-                "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)",
-                2,
+            raise Refused(
+                "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)"
             )
         parallel = jobs_at_once(config.hydra.launcher, count_jobs(overrides))
         if parallel and parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -103,14 +101,13 @@ class Sweep(Callback):
     def _check_resume(sweep_dir: Path, overrides: list[str], resume: Any) -> None:
         saved = sweep_dir / "multirun.yaml"
         if not saved.is_file():
-            fail(f"resume_sweep={resume}: no sweep to resume at {sweep_dir} (no multirun.yaml)", 2)
+            raise Refused(f"resume_sweep={resume}: no sweep to resume at {sweep_dir} (no multirun.yaml)")
         before = identity(list(OmegaConf.load(saved).hydra.overrides.task))
         if before != identity(overrides):
-            fail(
+            raise Refused(
                 f"resume_sweep={resume}: {sweep_dir} was swept with [{' '.join(before)}], "
                 f"this command asks for [{' '.join(identity(overrides))}]; "
-                "repeat the sweep's own overrides, or start a new sweep",
-                2,
+                "repeat the sweep's own overrides, or start a new sweep"
             )
         log.info(f"resuming sweep {sweep_dir}: completed jobs are skipped, stopped ones continue")
 
@@ -133,4 +130,4 @@ class Sweep(Callback):
             )
         log.info(f"leaderboard: python report.py {sweep_dir}")
         if failed:
-            sys.exit(1)
+            raise SweepFailed(f"{len(failed)} of {len(statuses)} jobs did not complete")

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lab.cli import fail
+from lab.outcomes import RunStopped
 from lab.status import identity, read_status, write_status
 
 log = logging.getLogger("sweep")
@@ -66,7 +65,7 @@ def start(ray_cfg: DictConfig) -> None:
     try:
         ray.init(**init)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        fail(f"hydra.launcher.ray.init={init}: Ray did not start: {error}", 2)
+        raise ValueError(f"hydra.launcher.ray.init={init}: Ray did not start: {error}") from None
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     with open_dict(ray_cfg):
         if ray_cfg.remote.get("num_gpus") is None:
@@ -76,7 +75,7 @@ def start(ray_cfg: DictConfig) -> None:
     reason = refusal(asked, nodes, where)
     if reason:
         stop()
-        fail(reason, 2)
+        raise ValueError(reason)
     log.info(f"Ray: {where}, {len(nodes)} node(s); each job asks for {asked}")
 
 
@@ -105,8 +104,7 @@ def collect(jobs: dict[Any, Job]) -> list[JobReturn]:
         with signals_raise():
             return [result(ref, job) for ref, job in jobs.items()]
     except (KeyboardInterrupt, Interrupted) as stop:
-        stop_sweep(jobs, stop.signum if isinstance(stop, Interrupted) else signal.SIGINT)
-        raise  # not reached: stop_sweep exits
+        raise stop_sweep(jobs, stop.signum if isinstance(stop, Interrupted) else signal.SIGINT) from None
 
 
 def result(ref: Any, job: Job) -> JobReturn:
@@ -126,9 +124,9 @@ def result(ref: Any, job: Job) -> JobReturn:
         return JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED, _return_value=None)
 
 
-def stop_sweep(jobs: dict[Any, Job], signum: int) -> None:
+def stop_sweep(jobs: dict[Any, Job], signum: int) -> RunStopped:
     """Pass the stop on to every job (ray.cancel: the job's SIGINT handler), wait until the running ones have saved
-    last.pt and recorded `stopped` (at most STOP_WAIT_SECONDS), and end the sweep with 128 + `signum`."""
+    last.pt and recorded `stopped` (at most STOP_WAIT_SECONDS); the RunStopped (128 + `signum`) that ends it."""
     import ray
 
     log.warning(f"{signal.Signals(signum).name} received: stopping the sweep's jobs after their current step")
@@ -139,8 +137,9 @@ def stop_sweep(jobs: dict[Any, Job], signum: int) -> None:
         while still_running(job) and time.monotonic() < deadline:
             time.sleep(0.2)
     sweep = next(iter(jobs.values())).run_dir.parent if jobs else "<sweep dir>"
-    log.warning(f"sweep stopped: resume it with the same command and resume_sweep={sweep}")
-    sys.exit(128 + signum)
+    message = f"sweep stopped: resume it with the same command and resume_sweep={sweep}"
+    log.warning(message)
+    return RunStopped(message, 128 + signum)
 
 
 def still_running(job: Job) -> bool:

@@ -7,6 +7,7 @@ runs, leaderboard.md, leaderboard.csv, val_acc_per_epoch.png, test_acc_vs_params
 
 import csv
 import json
+import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from lab.config import override_key  # noqa: E402
 from lab.status import identity, read_status  # noqa: E402
+
+log = logging.getLogger(__name__)
+REQUIRED_METRICS = {"model", "parameters", "epochs", "test_acc", "train_seconds"}
 
 
 @dataclass
@@ -80,12 +84,32 @@ def find_runs(directory: Path) -> list[Run]:
     runs = []
     for saved in sorted(directory.rglob(".hydra/overrides.yaml")):
         path = saved.parent.parent
+        try:
+            overrides = [str(o) for o in OmegaConf.load(saved)]
+        except Exception as error:  # noqa: BLE001 (YAML's and OmegaConf's errors alike: a damaged file)
+            log.warning(
+                f"warning: {saved}: unreadable ({type(error).__name__}); run left out of the leaderboard"
+            )
+            continue
         status = read_status(path)
-        metrics_file = path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        metrics = read_metrics(path / "metrics.json")
         state = status["status"] if status else ("completed" if metrics else "unknown")
-        runs.append(Run(path, identity(list(OmegaConf.load(saved))), state, metrics))
+        runs.append(Run(path, identity(overrides), state, metrics))
     return runs
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A run's metrics.json; None if it has none, or (with a warning naming it) one that cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or not metrics.keys() >= REQUIRED_METRICS:
+            raise ValueError(f"not the metrics of a run (needs {', '.join(sorted(REQUIRED_METRICS))})")
+        return metrics
+    except (OSError, ValueError) as error:
+        log.warning(f"warning: {path}: unreadable ({error}); left out of the leaderboard")
+        return None
 
 
 def _readable(override: str) -> str:

@@ -22,18 +22,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.artifacts import CHECKPOINTS, load_resume, resume_checkpoint
+from lab.artifacts import CHECKPOINTS, copy_checkpoint, load_resume, resume_checkpoint
 from lab.build import Setup, build
 from lab.cli import USER_ERRORS, user_message
 from lab.config import override_key
 from lab.ddp import join_slurm_job, label_logs
+from lab.outcomes import RunFailed, RunStopped
 from lab.provenance import provenance
 from lab.status import Pruned, identity, read_status, write_status
 from trainer import distributed
-from trainer.checkpoint import Checkpoints, write_json
+from trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
 from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
 from trainer.evaluation import EpochStats, Predictions
+from trainer.files import WriteFailed, write_json
 from trainer.loop import EpochEnd, final_evaluation, fit
+from trainer.state import TrainState
 from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped
 from trainer.tensorboard import RunLog
 
@@ -70,11 +73,23 @@ class Job:
             write_status(self.run_dir, state, self.overrides, **details)
 
 
-def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, dict[str, Any] | None]:
+@dataclass
+class Resume:
+    """The checkpoint a run continues from, and where it was read."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+
+
+def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, Resume | None]:
     """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
     setup = build(cfg, job)
     path = resume_checkpoint(cfg.resume, run_dir)
-    return setup, load_resume(path, cfg) if path else None
+    if path is None:
+        return setup, None
+    checkpoint = load_resume(path, cfg)
+    check_weights(setup.state.model, checkpoint["model"], path)
+    return setup, Resume(path, checkpoint)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -83,11 +98,44 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return train_built(setup, cfg, run_dir, resume)
 
 
+def continue_from(resume: Resume, state: TrainState, checkpoints: Checkpoints, epochs: float) -> None:
+    """Load `resume` into `state`; bring its best.pt along when it continues in another directory. Where the
+    best weights are nowhere to be found, the best so far is forgotten: the epochs still to come choose it."""
+    state.load_state_dict(resume.checkpoint)
+    progress = state.progress
+    log.info(f"resuming from {resume.path} after {progress.step} steps ({progress.epoch} whole epochs)")
+    source_best = resume.path.parent / BEST
+    if progress.best_epoch and source_best.resolve() != checkpoints.best.resolve() and source_best.is_file():
+        copy_checkpoint(source_best, checkpoints.best)
+    if progress.best_epoch and not checkpoints.best.is_file():
+        forget_lost_best(resume, state, checkpoints)
+    if progress.epoch >= epochs:
+        if resume.path.resolve() != checkpoints.last.resolve():
+            copy_checkpoint(resume.path, checkpoints.last)  # the new directory is a whole run: resumable too
+        log.info(
+            f"{resume.path}: all {epochs:g} epochs are trained, nothing left to train: testing its best weights"
+        )
+
+
+def forget_lost_best(resume: Resume, state: TrainState, checkpoints: Checkpoints) -> None:
+    """No best.pt beside `resume`: the resumed epoch's weights become the best so far (a checkpoint taken
+    mid-epoch has none, and the epochs to come choose)."""
+    progress = state.progress
+    closed_epoch = state.tally is None and progress.epoch > 0
+    log.warning(f"no best.pt of epoch {progress.best_epoch} beside {resume.path}: "
+                f"the best is chosen from epoch {progress.epoch if closed_epoch else progress.epoch + 1} on")  # fmt: skip
+    progress.best_epoch, progress.best_val_acc = 0, -1.0
+    if closed_epoch:
+        progress.best_epoch = progress.epoch
+        progress.best_val_acc = progress.history[-1].get("val/acc", -1.0) if progress.history else -1.0
+        checkpoints.save(state.state_dict(), best=True)
+
+
 def train_built(
     setup: Setup,
     cfg: DictConfig,
     run_dir: Path,
-    resume: dict[str, Any] | None = None,
+    resume: Resume | None = None,
     hparams: tuple[str, dict[str, Any]] | None = None,
     on_epoch_end: Sequence[EpochEnd] = (),
 ) -> dict[str, Any]:
@@ -98,12 +146,11 @@ def train_built(
     example = next(iter(setup.test_batches))[0][:1].clone()  # (1, 1, 28, 28)
     layers = model_summary(state.model, example)
     log.info(describe(setup, cfg) + f"\nmodel summary:\n{layers}")
-    if resume is not None:
-        state.load_state_dict(resume)
-        log.info(f"resuming after {resume['step']} steps ({resume['epoch']} whole epochs) from {cfg.resume}")
-    origin = provenance(setup.device)
     main = distributed.is_main()  # under DDP, rank 0 alone writes checkpoints, TensorBoard and metrics.json
     checkpoints = Checkpoints(run_dir / CHECKPOINTS, write=main)
+    if resume is not None:
+        continue_from(resume, state, checkpoints, cfg.trainer.epochs)
+    origin = provenance(setup.device)
     classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
     agree = None if distributed.current() is None else partial(distributed.largest, device=state.device)
     with RunLog(run_dir, cfg.trainer.histograms_every, classes, mean_std, write=main) as run_log:
@@ -247,7 +294,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def run_job(cfg: DictConfig, job: Job) -> float | None:
-    """Run `job` with status.json kept up to date; a failure ends a single run (sys.exit) but only this job
+    """Run `job` with status.json kept up to date; a failure ends a single run (RunFailed) but only this job
     of a sweep."""
     if job.in_sweep and cfg.resume_sweep:
         before = read_status(job.run_dir)
@@ -260,10 +307,12 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         stopped_at = resume_checkpoint("auto", job.run_dir)
         if cfg.resume is None and stopped_at is not None:
             cfg.resume = str(stopped_at)  # a stopped job continues from its last.pt
-    job.status("running")
     try:
+        job.status("running")
         setup, resume = prepare(cfg, job.run_dir, job.number)
         on_epoch_end = epoch_end_callables(cfg, job)
+    except WriteFailed as error:
+        return write_failed(job, error)
     except USER_ERRORS as error:  # a bad value or file: one line saying which, no traceback
         return failed(job, user_message(error), 2)
     try:
@@ -276,14 +325,19 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         return None
     except NonFiniteLoss as error:
         return failed(job, str(error), 1)
+    except WriteFailed as error:
+        return write_failed(job, error)
     except Exception as error:  # out of memory, a bug: recorded with its traceback, the sweep goes on
         if distributed.lost_contact(error):  # under DDP: another rank died or stopped answering
             return failed(job, lost_rank(error, job), 1)
         return failed(job, f"{type(error).__name__}: {error}", 1, traceback.format_exc())
     if not metrics:  # a DDP rank but 0: rank 0 tested and wrote the results
         return None
-    job.status("completed", best_val_acc=metrics["best_val_acc"],
-                 test_acc=metrics["test_acc"], metrics=str(job.run_dir / "metrics.json"))  # fmt: skip
+    try:
+        job.status("completed", best_val_acc=metrics["best_val_acc"],
+                   test_acc=metrics["test_acc"], metrics=str(job.run_dir / "metrics.json"))  # fmt: skip
+    except WriteFailed as error:
+        return write_failed(job, error)
     log.info("%s", summary(metrics, job.run_dir))
     return metrics["best_val_acc"]
 
@@ -307,18 +361,34 @@ def resume_command(job: Job, checkpoint: Path) -> str:
     return f"{start} train.py {' '.join([*again, f'resume={checkpoint}'])}"
 
 
+def write_failed(job: Job, error: WriteFailed) -> None:
+    """A file of the run could not be written (a full disk: exit 1; a path the user chose: 2): say so, what is
+    still saved, and how to go on."""
+    last = job.run_dir / CHECKPOINTS / LAST
+    kept = (
+        f"{last} is intact; when there is room again, resume with: {resume_command(job, last)}"
+        if last.is_file()
+        else "no checkpoint was saved yet"
+    )
+    return failed(job, f"{error}; {kept}", 1 if error.disk_full else 2)
+
+
 def failed(job: Job, message: str, exit_code: int, details: str | None = None) -> None:
-    """Record a failed run: the message (and traceback, into train.log) logged, status.json; a single run exits."""
+    """Record a failed run: the message (and traceback, into train.log) logged, status.json; a single run
+    raises RunFailed, a sweep's job returns (the sweep goes on)."""
     log.error(f"error: {message}")
     if details:
         log.error(details)
-    job.status("failed", error=message, exit_code=exit_code)
+    try:
+        job.status("failed", error=message, exit_code=exit_code)
+    except WriteFailed as error:  # the same full disk: the line above is what the user reads
+        log.warning(f"status.json not updated: {error.reason}")
     if not job.in_sweep:
-        sys.exit(exit_code)
+        raise RunFailed(message, exit_code)
 
 
 def stopped(job: Job, stop: TrainingStopped) -> None:
-    """Record a stopped run and say how to resume it; a signal ends the process (the whole sweep)."""
+    """Record a stopped run and say how to resume it; a signal raises RunStopped (it stops the whole sweep)."""
     job.status("stopped", reason=stop.reason, checkpoint=str(stop.checkpoint))
     log.warning(f"{stop.reason}; saved {stop.checkpoint}")
     if job.in_sweep:
@@ -327,4 +397,6 @@ def stopped(job: Job, stop: TrainingStopped) -> None:
             return
     else:
         log.warning(f"resume with: {resume_command(job, stop.checkpoint)}")
-    sys.exit(stop.exit_code)  # a signal: the whole sweep stops
+    raise RunStopped(
+        f"{stop.reason}; saved {stop.checkpoint}", stop.exit_code
+    )  # a signal: the whole sweep stops

@@ -30,8 +30,8 @@ from omegaconf import DictConfig
 
 from lab.config import PROJECT_ROOT, override_key
 from lab.status import Pruned, read_status
-from trainer.checkpoint import write_json
 from trainer.evaluation import EpochStats
+from trainer.files import write_json
 from trainer.speed import available_cpus
 
 log = logging.getLogger("tune")
@@ -63,15 +63,55 @@ def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
     if tune.storage is None:
         return optuna.storages.RDBStorage(storage_url(tune.dir))
     if "://" in tune.storage:
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what fails dead trials
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-            )
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they fail dead trials
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+        except SQLAlchemyError as error:
+            said = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise ValueError(f"tune.storage={tune.storage}: cannot open the database: {said}") from None
     path = Path(tune.storage).absolute()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL no trial could use, before SQLAlchemy says so in a long traceback: an unknown
+    scheme, a driver that is not installed, an in-memory database, an SQLite file in a missing folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"tune.storage={url}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
+            "postgresql://..., mysql+pymysql://..., or a journal file's path"
+        ) from None
+    except ArgumentError:  # (NoSuchModuleError is one too: caught first)
+        raise ValueError(
+            f"tune.storage={url}: not a database URL (dialect+driver://user:password@host/database)"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise ValueError(
+            f"tune.storage={url}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
+            "install it into the project's .venv, or use sqlite:////path/to/study.db or a journal file"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError(f"tune.storage={url}: an in-memory database, which the trials' processes cannot "
+                             "reach; give a file: sqlite:////path/to/study.db")  # fmt: skip
+        folder = Path(parsed.database).absolute().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"tune.storage={url}: no folder {folder} for the database file")
 
 
 def worker_name() -> str:
@@ -124,6 +164,8 @@ def check_tune(tune: DictConfig) -> None:
         raise ValueError(
             f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"
         )
+    if isinstance(tune.storage, str) and "://" in tune.storage:
+        check_database_url(tune.storage)
     if tune.pruner.name not in PRUNERS:
         raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
     for key, spec in tune.space.items():

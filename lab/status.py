@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.config import override_key
-from trainer.checkpoint import write_json
+from trainer.files import write_json
 
 STATUS_FILE = "status.json"
 

@@ -1,52 +1,89 @@
-"""The one atomic file writer (checkpoints, metrics.json, status.json, best.json all go through it), and
-checkpoints: dicts of tensors and plain values, read back with `weights_only=True`."""
+"""Checkpoints: dicts of tensors and plain values, written atomically and read back with `weights_only=True`;
+a file that is not such a checkpoint is refused with a CheckpointError that says what it is instead."""
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
+import io
+import re
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
+from torch import nn
+
+from trainer.files import atomic_write
 
 LAST, BEST = "last.pt", "best.pt"
+# What every checkpoint of a run holds (TrainState.state_dict); a model alone needs "model" and "config".
+RUN_KEYS = ("model", "optimizer", "scheduler", "loader", "rng", "config", "epoch", "step")
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str = "file") -> None:
-    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it to `path`.
-
-    A reader never sees half a file, and a failed write (a full disk) leaves the previous `path` as it was;
-    an OSError is raised again naming `what` and the path.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"could not write {what} {path}: {error.strerror or error}") from error
-        raise
-
-
-def write_json(content: Any, path: Path) -> None:
-    """`content` as indented JSON, written atomically."""
-    atomic_write(path, lambda file: file.write((json.dumps(content, indent=2) + "\n").encode()), "file")
+class CheckpointError(ValueError):
+    """The file is not a checkpoint this code can use: the message names it and says why."""
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` atomically."""
-    atomic_write(path, lambda file: torch.save(state, file), "checkpoint")
+    """Write `state` to `path` atomically. Serialised in memory first: torch's zip writer, when the disk is
+    full, says only `[enforce fail at inline_container.cc]`; a plain write says ENOSPC."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue(), "checkpoint")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without running code from it (`weights_only=True`)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", needs: tuple[str, ...] = ("model", "config")
+) -> dict[str, Any]:
+    """Read a checkpoint without running code from it (`weights_only=True`) and check it holds `needs`."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: cannot be read: {error.strerror}") from None
+    try:
+        checkpoint = torch.load(io.BytesIO(content), map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many kinds; say which one of three things the file is
+        raise CheckpointError(f"{path}: {_why_unreadable(content, error)}") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
+    missing = [key for key in needs if key not in checkpoint]
+    if missing:
+        held = ", ".join(map(str, list(checkpoint)[:8])) or "nothing"
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this project: no {', '.join(missing)} (it holds {held})"
+        )
+    return checkpoint
+
+
+def _why_unreadable(content: bytes, error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`. torch's own message is not shown: it ends with the
+    advice to load with weights_only=False, which would run whatever the file holds."""
+    said = str(error)
+    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", said)
+    if refused or "Weights only load failed" in said and "nsupported" in said:
+        what = f" ({refused.group(1)})" if refused else ""
+        return f"refused: it holds objects a checkpoint never holds{what}; it was not loaded"
+    if content[:2] == b"PK":  # a zip archive, as torch.save writes, but not a whole one
+        return "truncated or damaged: torch.save's archive is incomplete; use another copy, or the run's other checkpoint"
+    return "not a checkpoint: not a file torch.save wrote"
+
+
+def load_weights(model: nn.Module, weights: dict[str, Any], path: Path) -> None:
+    """`model.load_state_dict(weights)`, after `check_weights`."""
+    check_weights(model, weights, path)
+    model.load_state_dict(weights)
+
+
+def check_weights(model: nn.Module, weights: dict[str, Any], path: Path) -> None:
+    """Refuse weights made for another model, with one line naming the first parameter that differs and both
+    shapes (load_state_dict's own message lists them all, over many lines)."""
+    expected = model.state_dict()
+    for key, tensor in weights.items():
+        if key in expected and getattr(tensor, "shape", None) != expected[key].shape:
+            raise CheckpointError(
+                f"{path}: made by another model: {key} is {list(tensor.shape)} in the checkpoint, "
+                f"{list(expected[key].shape)} in {type(model).__name__}"
+            )
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        names = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
+        raise CheckpointError(f"{path}: made by another model: {names} for {type(model).__name__}")
 
 
 class Checkpoints:

@@ -93,8 +93,14 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
         ("trainer.batch_size=0", "trainer.batch_size must be an integer > 0, got 0"),
         (
             "trainer.epochs=-1",
-            "trainer.epochs must be a number >= 0 (1.5: one and a half passes over the training data), got -1",
+            "trainer.epochs must be a number > 0 (1.5: one and a half passes over the training data), got -1",
         ),
+        (
+            "trainer.epochs=0",
+            "trainer.epochs must be a number > 0 (1.5: one and a half passes over the training data), got 0",
+        ),
+        ("optimizer.lr=inf", "optimizer.lr=inf: must be a finite number"),
+        ("optimizer.weight_decay=nan", "optimizer.weight_decay=nan: must be a finite number"),
         ("optimizer.lr=-0.1", "optimizer.lr must be a number > 0, got -0.1"),
         ("optimizer.lr=abc", "optimizer.lr must be a number > 0, got 'abc'"),
         ("seed=1.5", "seed must be an integer, got 1.5"),

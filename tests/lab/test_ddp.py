@@ -85,7 +85,7 @@ def test_a_job_writes_one_run_directory_stops_on_sigterm_and_resumes_as_one_proc
     again = torchrun(tmp_path, f"hydra.run.dir={run_dir}", "resume=auto")  # every rank reads last.pt
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output
-    assert "[rank 1/2] resuming after" in output, output
+    assert "[rank 1/2] resuming from" in output, output
     for rank, resumed in epoch_lines(output).items():
         lines[rank] += resumed
     assert len(lines[0]) == 2 and lines[0] == lines[1]  # the all-reduced figures, the same on both ranks

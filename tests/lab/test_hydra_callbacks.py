@@ -3,6 +3,7 @@ cores, failures are contained and summed up, resumed sweeps skip completed jobs,
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from omegaconf import OmegaConf
 
 from lab.config import compose
 from lab.hydra_callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
+from lab.outcomes import Refused
 from lab.status import job_dirs, read_status
 from tests.conftest import run_script, tiny_overrides
 from trainer.speed import available_cpus
@@ -55,7 +57,7 @@ def test_resumed_sweep_skips_completed_jobs_and_continues_stopped_ones(
     assert statuses(tmp_path) == {"0": "completed", "1": "completed"}
     assert (tmp_path / "0" / "metrics.json").stat().st_mtime_ns == before  # not run again
     assert again.stdout.count("completed before: skipped") == 1
-    assert "resuming after 20 steps" in (tmp_path / "1" / "train.log").read_text()  # continued from last.pt
+    assert "after 20 steps" in (tmp_path / "1" / "train.log").read_text()  # continued from last.pt
     # A job resumed from its last.pt ends as one that ran through (tests/lab/test_run.py: exactly).
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["epochs"] == 2
 
@@ -118,10 +120,8 @@ def test_sweep_callback_shares_the_cores_between_parallel_jobs(
 def test_sweep_callback_refuses_to_resume_another_sweep(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(Refused, match=f"no sweep to resume at {tmp_path} \\(no multirun.yaml\\)"):
         Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1", "resume_sweep=last"))
-    assert exit_status.value.code == 2
-    assert f"no sweep to resume at {tmp_path} (no multirun.yaml)" in capsys.readouterr().err
 
 
 def test_a_sweep_directory_that_cannot_be_made_is_named_before_anything_runs(
@@ -130,13 +130,10 @@ def test_a_sweep_directory_that_cannot_be_made_is_named_before_anything_runs(
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     cfg = sweep_config(blocker / "sweep", "seed=0,1")
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(Refused) as refused:
         CheckOutputDir().on_multirun_start(cfg)
-    assert exit_status.value.code == 2
-    err = capsys.readouterr().err
-    assert (
-        err
-        == f"error: hydra.sweep.dir={blocker / 'sweep'} cannot be created: {blocker} is a file, not a directory\n"
+    assert str(refused.value) == (
+        f"hydra.sweep.dir={blocker / 'sweep'} cannot be created: {blocker} is a file, not a directory"
     )
     assert blocker.read_text() == "keep me"
 
@@ -150,8 +147,7 @@ def test_resuming_a_sweep_with_other_overrides_is_refused_naming_both(
     Sweep().on_multirun_start(
         sweep_config(tmp_path, "seed=0,1", "resume_sweep=last")
     )  # max_steps: how to run
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(
+        Refused, match=re.escape(f"{tmp_path} was swept with [seed=0,1], this command asks for [seed=0,1,2]")
+    ):
         Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1,2", "resume_sweep=last"))
-    assert exit_status.value.code == 2
-    err = capsys.readouterr().err
-    assert f"{tmp_path} was swept with [seed=0,1], this command asks for [seed=0,1,2]" in err

@@ -65,7 +65,10 @@ def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
         again = subprocess.run([*command, f"resume_sweep={sweep}"], capture_output=True, text=True, env=env,
                                cwd=Path(__file__).parents[2], timeout=300)  # fmt: skip
         printed = again.stdout + again.stderr
-        assert again.returncode == 1 and printed.count("completed before: skipped") == 1, printed
+        assert again.returncode == 1, printed
+        assert (
+            "completed before: skipped" in (sweep / "0" / "train.log").read_text()
+        )  # Ray may not forward it
         assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == before
         assert read_status(sweep / "1")["status"] == "failed" and "1 completed, 1 failed" in printed
     finally:

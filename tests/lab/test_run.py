@@ -19,6 +19,7 @@ from lab.build import build
 from lab.config import compose
 from lab.evaluate import evaluate_trained
 from lab.export import export_trained
+from lab.outcomes import RunFailed
 from lab.predict import predict_files
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
@@ -244,13 +245,30 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnis
     run = tmp_path / "run"
     train(tiny_config(tiny_mnist, "trainer.epochs=1"), run)
     for override, named in (
-        ("model=lenet_res", "model: checkpoint"),
-        ("trainer.batch_size=64", "trainer.batch_size"),
+        ("model=lenet_res", "model._target_: checkpoint 'models.LeNet', now 'models.LeNetRes'"),
+        ("trainer.batch_size=64", "trainer.batch_size: checkpoint 32, now 64"),
     ):
-        with pytest.raises(ValueError, match=f"resume=.*last.pt does not match this config: .*{named}"):
+        with pytest.raises(
+            ValueError, match=f"resume=.*last.pt was trained with another config: .*{re.escape(named)}"
+        ):
             train(tiny_config(tiny_mnist, "trainer.epochs=1", override, f"resume={run}"), tmp_path / "other")
     with pytest.raises(FileNotFoundError, match="resume=/nowhere: no checkpoint at /nowhere"):
         train(tiny_config(tiny_mnist, "resume=/nowhere"), tmp_path / "other")
+
+
+def test_a_lone_last_pt_resumed_elsewhere_makes_its_own_best(tmp_path: Path, tiny_mnist: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(tiny_config(tiny_mnist, "trainer.max_steps=16"), run)  # epoch 1 of 2
+    lone = tmp_path / "copied" / "last.pt"
+    lone.parent.mkdir()
+    lone.write_bytes((run / "checkpoints" / "last.pt").read_bytes())  # without the best.pt beside it
+    metrics = train(tiny_config(tiny_mnist, f"resume={lone}"), tmp_path / "new")
+    history = metrics["history"]
+    best = max(history, key=lambda row: row["val/acc"])  # epoch 1's weights are kept as its best.pt
+    assert (metrics["best_epoch"], metrics["best_val_acc"]) == (best["epoch"], best["val/acc"])
+    tested = load_checkpoint(tmp_path / "new" / "checkpoints" / "best.pt")
+    assert tested["epoch"] == metrics["best_epoch"]
 
 
 class PoisonedBatches(DeviceBatches):
@@ -289,9 +307,9 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
 
 def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path, tiny_mnist: Path) -> None:
     job = Job(tmp_path, ["model.activation=swish"])
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(RunFailed) as failed:
         run_job(tiny_config(tiny_mnist, "model.activation=swish"), job)
-    assert exit_status.value.code == 2
+    assert failed.value.exit_code == 2
     status = read_status(tmp_path)
     assert status["status"] == "failed" and status["exit_code"] == 2
     assert status["error"] == "model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'"
@@ -308,7 +326,7 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_t
 
     monkeypatch.setattr(lab.run, "epoch_end_callables", lambda cfg, job: [out_of_memory])
     with caplog.at_level(logging.ERROR, logger="train"):
-        assert run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None  # no SystemExit
+        assert run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None  # no RunFailed
     status = read_status(tmp_path)
     assert status["status"] == "failed" and status["exit_code"] == 1
     assert status["error"] == "OutOfMemoryError: CUDA out of memory (at the end of an epoch)"

@@ -1,36 +1,82 @@
-"""trainer/checkpoint.py: the one atomic writer, and checkpoints read with weights_only."""
+"""trainer/checkpoint.py: checkpoints written atomically and read with weights_only; every file that is not a
+checkpoint of this project is refused with one line that names it and says what it is instead."""
 
-import json
+import errno
+import io
+import os
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import torch
 
-from models import LeNet
-from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json
+from models import LeNet, ResBlockMLP
+from trainer.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
 def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "ckpt" / "last.pt"
-    save_checkpoint({"model": LeNet().state_dict(), "epoch": 1}, path)
+    save_checkpoint({"model": LeNet().state_dict(), "config": {}, "epoch": 1}, path)
     original = path.read_bytes()
     with (
-        mock.patch("torch.save", side_effect=OSError(28, "No space left on device")),
-        pytest.raises(OSError, match=f"could not write checkpoint {path}: No space left"),
+        mock.patch("os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")),
+        pytest.raises(OSError, match=f"could not write checkpoint {path}: no space left on device"),
     ):
-        save_checkpoint({"model": LeNet().state_dict(), "epoch": 2}, path)
+        save_checkpoint({"model": LeNet().state_dict(), "config": {}, "epoch": 2}, path)
     assert path.read_bytes() == original
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
     assert load_checkpoint(path)["epoch"] == 1
 
 
-def test_json_goes_through_the_same_atomic_writer(tmp_path: Path) -> None:
-    path = tmp_path / "status.json"
-    write_json({"status": "running"}, path)
-    with (
-        mock.patch("json.dumps", side_effect=OSError(28, "No space left on device")),
-        pytest.raises(OSError, match=f"could not write file {path}: No space left"),
-    ):
-        write_json({"status": "completed"}, path)
-    assert json.loads(path.read_text()) == {"status": "running"}  # the previous file, whole
-    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+class Payload:
+    """What a hostile checkpoint holds: unpickling it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+def hostile(path: Path, marker: Path) -> None:
+    torch.save({"model": Payload(marker), "config": {}}, path)
+
+
+def truncated(path: Path, marker: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"model": LeNet().state_dict(), "config": {}}, buffer)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path, marker: path.write_text("hello, not a checkpoint\n"), "not a checkpoint: not a file torch.save wrote"),
+        (lambda path, marker: path.write_bytes(b""), "not a checkpoint: not a file torch.save wrote"),
+        (truncated, "truncated or damaged"),
+        (lambda path, marker: torch.save({"weights": torch.ones(2)}, path), "not a checkpoint of this project: no model, config (it holds weights)"),
+        (lambda path, marker: torch.save([1, 2], path), "not a checkpoint: it holds a list"),
+        (hostile, "refused: it holds objects a checkpoint never holds (posix.system)"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(make, says: str, tmp_path: Path) -> None:  # noqa: ANN001
+    path, marker = tmp_path / "model.pt", tmp_path / "payload-ran"
+    make(path, marker)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and says in message, message
+    assert (
+        "\n" not in message and "weights_only=False" not in message
+    )  # never the advice that runs the payload
+    assert not marker.exists()
+
+
+def test_weights_of_another_model_are_refused_naming_both_shapes(tmp_path: Path) -> None:
+    pattern = (
+        r"x.pt: made by another model: \S+ is \[6, 1, 5, 5\] in the checkpoint, \[6, 3, 5, 5\] in LeNet$"
+    )
+    with pytest.raises(CheckpointError, match=pattern):
+        load_weights(LeNet(in_channels=3), LeNet().state_dict(), tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="made by another model: missing .* for ResBlockMLP"):
+        load_weights(ResBlockMLP(), LeNet().state_dict(), tmp_path / "x.pt")
