@@ -32,7 +32,8 @@ class ImageError(ValueError):
 
 
 def load_greyscale(path: Path) -> np.ndarray:
-    """The image as float greyscale in [0, 1] (transparent parts count as white paper)."""
+    """The image file as float greyscale in [0, 1] (transparent parts count as white paper); an image over
+    MAX_PIXELS is refused from its header, before anything is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
@@ -44,12 +45,7 @@ def load_greyscale(path: Path) -> np.ndarray:
                     f"{width}x{height} pixels, over the limit of {MAX_PIXELS // 1_000_000} megapixels: "
                     "not decoded; scale it down first"
                 )
-            image.load()
-            if image.mode in ("RGBA", "LA", "P"):
-                image = image.convert("RGBA")
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image)
-            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+            return greyscale(image)
     except UnidentifiedImageError:
         raise ImageError("not an image PIL can read") from None
     except Image.DecompressionBombError as error:  # PIL refuses the largest ones itself, on opening
@@ -60,6 +56,16 @@ def load_greyscale(path: Path) -> np.ndarray:
         ) from None
     except OSError as error:
         raise ImageError(f"cannot be read: {error}") from None
+
+
+def greyscale(image: Image.Image) -> np.ndarray:
+    """A PIL image as float greyscale in [0, 1] (transparent parts count as white paper)."""
+    image.load()
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        paper = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(paper, image)
+    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     if grey.size == 0:
         raise ImageError("the image is empty (0 pixels)")
     return grey

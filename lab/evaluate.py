@@ -1,38 +1,87 @@
 """evaluate.py's work: a trained model on the official test set (or another source): accuracy, loss,
 per-class accuracy, the confusion matrix as a table and a PNG, and a grid of the misclassified digits."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
 
 from data.loader import DeviceBatches
 from lab.artifacts import Trained
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
-from trainer.evaluation import predict
+from trainer.evaluation import EpochStats, Predictions, predict
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 USAGE = "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [config overrides]"
+
+
+@dataclass
+class Evaluation:
+    """A model's results on a test set: loss and accuracy, every prediction, the confusion matrix."""
+
+    model_name: str
+    stats: EpochStats
+    predictions: Predictions
+    confusion: Tensor  # (10, 10) counts: rows the true class, columns the predicted one
+    classes: list[str]
+    mean_std: tuple[float, float]
+
+    @property
+    def accuracy(self) -> float:
+        return self.stats.accuracy
+
+    @property
+    def loss(self) -> float:
+        return self.stats.loss
+
+    def confusion_figure(self) -> Figure:
+        """The confusion matrix drawn: counts and row-normalised fractions."""
+        title = f"{self.model_name}, {self.stats.images:,} test images"
+        return confusion_figure(self.confusion, title, self.classes)
+
+    def misclassified_figure(self, limit: int = 64) -> Figure:
+        """The first `limit` misclassified images, each with its true and predicted class."""
+        return misclassified_figure(self.predictions, self.classes, self.mean_std, limit)
+
+    def table(self) -> str:
+        """The confusion matrix as a Markdown table, with per-class accuracy."""
+        return confusion_table(self.confusion, self.classes)
+
+
+def evaluate(trained: Trained) -> Evaluation:
+    """`trained` on the test split of its run's data source (or of the source its overrides name)."""
+    cfg = trained.cfg
+    mnist = read_data(cfg)
+    mean_std = (cfg.data.mean, cfg.data.std)
+    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
+                            mean_std=mean_std)  # fmt: skip
+    stats, predictions = predict(trained.model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
+    classes = list(cfg.data.classes)
+    matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
+    return Evaluation(type(trained.model).__name__, stats, predictions, matrix, classes, mean_std)
 
 
 def evaluate_trained(trained: Trained, out: str | None) -> str:
     """Evaluate on the test split of the run's data source; save the figures (default: <run dir>/evaluation/);
     return the report to print."""
-    cfg = trained.cfg
-    mnist = read_data(cfg)
-    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
-                            mean_std=(cfg.data.mean, cfg.data.std))  # fmt: skip
-    stats, predictions = predict(trained.model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
-    classes, mean_std = list(cfg.data.classes), (cfg.data.mean, cfg.data.std)
-    matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
+    result = evaluate(trained)
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    name = type(trained.model).__name__
-    confusion_figure(matrix, f"{name}, {stats.images:,} test images", classes).savefig(path)
-    misclassified_figure(predictions, classes, mean_std).savefig(grid)
+    result.confusion_figure().savefig(path)
+    result.misclassified_figure().savefig(grid)
+    images, correct = result.stats.images, int(result.confusion.diag().sum())
     return "\n".join([
-        f"{trained.checkpoint}: {name} on {stats.images:,} test images ({cfg.data.name})",
-        f"  accuracy {stats.accuracy:.2%} ({int(matrix.diag().sum()):,} of {stats.images:,})  loss {stats.loss:.4f}",
+        f"{trained.checkpoint}: {result.model_name} on {images:,} test images ({trained.cfg.data.name})",
+        f"  accuracy {result.accuracy:.2%} ({correct:,} of {images:,})  loss {result.loss:.4f}",
         "",
-        confusion_table(matrix, classes),
+        result.table(),
         "",
         f"saved the confusion matrix to {path} and the misclassified images to {grid}",
     ])  # fmt: skip

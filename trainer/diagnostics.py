@@ -22,15 +22,12 @@ NUM_CLASSES = 10
 DIGITS = tuple(str(k) for k in range(NUM_CLASSES))  # MNIST's class names
 
 
-def pyplot():  # noqa: ANN201
-    """matplotlib.pyplot on the Agg backend (figures rendered to images, never shown), imported when a figure is
-    drawn: half a second that a process which draws none (predict.py, a sweep's driver) does not pay."""
-    import matplotlib
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib Figure made without pyplot: no backend is chosen or changed (a notebook keeps its own),
+    nothing is kept open, and matplotlib is imported only where a figure is drawn."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height), dpi=80)
 
 
 def class_tags(classes: Sequence[str]) -> list[str]:
@@ -65,9 +62,9 @@ def confusion_figure(
 ) -> Figure:
     """Counts and row-normalised fractions side by side (without `counts`: the fractions alone, half the
     drawing time), each cell labelled, the axes by class name."""
-    plt = pyplot()
     panels = 2 if counts else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.4), dpi=80, squeeze=False)
+    fig = new_figure(6 * panels, 5.4)
+    axes = fig.subplots(1, panels, squeeze=False)
     long_names = max(map(len, classes)) > 2
     normalised = matrix.double() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
     shown = [(matrix, "counts", "{:.0f}")] if counts else []
@@ -108,7 +105,7 @@ def misclassified_figure(
     cell_w, cell_h, band = (56, 48, 19) if long_names else (36, 40, 11)  # image pixels; band: the title's
     columns, rows = 8, max(math.ceil(shown / 8), 1)
     width, height = columns * cell_w * 1.3 / 36, rows * cell_h * 1.5 / 40  # inches: 104 x 120 pixels a digit
-    fig = pyplot().figure(figsize=(width, height), dpi=80)
+    fig = new_figure(width, height)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / height))  # 0.45 inch above for the title
     ax.axis("off")
     canvas = torch.zeros(rows * cell_h, columns * cell_w)

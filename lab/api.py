@@ -1,0 +1,222 @@
+"""The Python API, for notebooks and scripts: `train(*overrides)` runs what `python train.py <overrides>` runs
+and returns a `Run`; `load(run_dir)` gives the same object for a run already on disk.
+
+    from lab import train, load
+    run = train("model=lenet_res", "trainer.epochs=3")   # the same overrides as the command line
+    run.metrics["test_acc"], run.history, run.model
+    run.predict(images)                                  # tensors, PIL images or image files
+    run.evaluate().confusion_figure()
+
+A call leaves the process as it found it: no exit (an error raises, with the one line the script prints), no
+environment, signal handler, logging level, thread count or working directory changed. Ctrl-C (the kernel's
+interrupt) stops after the current step, saves last.pt and raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from hydra.core.utils import setup_globals
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+from torch import Tensor
+
+from data.images import greyscale, load_greyscale, prepare
+from lab.artifacts import Trained, load_trained
+from lab.cli import OUR_LOGGERS, user_message
+from lab.config import compose
+from lab.outcomes import RunStopped
+from lab.run import Job, run_job
+from lab.status import read_status
+
+if TYPE_CHECKING:
+    from lab.evaluate import Evaluation
+
+ImageLike = Tensor | np.ndarray | Image.Image | str | Path
+
+
+@dataclass
+class Predictions:
+    """What a model makes of some images: the likeliest class of each, its name, and every probability."""
+
+    classes: list[int]
+    names: list[str]
+    probabilities: Tensor  # (N, 10), rows summing to 1
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Run:
+    """A finished run: its directory and metrics.json; the best model, predictions and evaluation on demand."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(repr=False)
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return f"Run({m['model']}, test accuracy {m['test_acc']:.2%}, {m['epochs']:g} epochs, {self.run_dir})"
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One row per epoch: epoch, train/loss, train/acc, val/loss, val/acc, lr, time/epoch_s, ..."""
+        return self.metrics["history"]
+
+    def curve(self, tag: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of one of history's columns, e.g. `val/acc`, ready to plot."""
+        rows = [row for row in self.history if tag in row]
+        return [int(row["epoch"]) for row in rows], [row[tag] for row in rows]
+
+    @cached_property
+    def trained(self) -> Trained:
+        """The best weights (checkpoints/best.pt) on the run's config, in eval mode."""
+        return load_trained(str(self.run_dir), [])
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model with the weights that validated best: the ones that were tested."""
+        return self.trained.model
+
+    def predict(self, images: ImageLike | Sequence[ImageLike]) -> Predictions:
+        """Classify `images`: a tensor or array of 28x28 images as the dataset holds them (light on dark, 0-255
+        or 0-1; (28, 28), (N, 28, 28) or (N, 1, 28, 28)), or PIL images and image files of any size, which
+        are prepared first as the dataset's images were made (predict.py's preparation)."""
+        data = self.trained.cfg.data
+        x = model_input(images, data.name, data.mean, data.std).to(self.trained.device)
+        with torch.inference_mode():
+            probabilities = self.model(x).float().softmax(dim=1).cpu()
+        classes = probabilities.argmax(dim=1).tolist()
+        return Predictions(classes, [data.classes[k] for k in classes], probabilities)
+
+    def evaluate(self, *overrides: str) -> Evaluation:
+        """The best model on the official test set (or the data source `overrides` name): accuracy, loss,
+        every prediction, the confusion matrix and its figures."""
+        from lab.evaluate import evaluate
+
+        trained = load_trained(str(self.run_dir), list(overrides)) if overrides else self.trained
+        return evaluate(trained)
+
+
+def model_input(images: ImageLike | Sequence[ImageLike], dataset: str, mean: float, std: float) -> Tensor:
+    """`images` as the models' input (N, 1, 28, 28), normalised with the dataset's mean and std."""
+    many = images if isinstance(images, list | tuple) else [images]
+    pixels = torch.cat([as_pixels(image, dataset) for image in many])  # (N, 28, 28) in [0, 1]
+    return (pixels.unsqueeze(1) - mean) / std
+
+
+def as_pixels(image: ImageLike, dataset: str) -> Tensor:
+    """One image, or a stack of 28x28 ones, as (K, 28, 28) floats in [0, 1], light on dark."""
+    if isinstance(image, Tensor | np.ndarray):
+        pixels = torch.as_tensor(image).float()
+        if pixels.shape[-2:] != (28, 28):
+            raise ValueError(
+                f"an array of shape {tuple(pixels.shape)}: arrays hold 28x28 images as the dataset stores them; "
+                "give other images as PIL images or files"
+            )
+        return (pixels / 255.0 if pixels.max() > 1.0 else pixels).reshape(-1, 28, 28)
+    grey = greyscale(image) if isinstance(image, Image.Image) else load_greyscale(Path(image))
+    return torch.from_numpy(prepare(grey, dataset)).unsqueeze(0)
+
+
+def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
+    """Train as `python train.py <overrides>` does, into the same kind of run directory (outputs/<date>/<time>,
+    or `run_dir`), and return the finished Run. A bad value raises (RunFailed, ValueError) with the one line
+    the script prints; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt."""
+    try:
+        cfg = compose(*overrides, return_hydra_config=True)
+    except HydraException as error:
+        raise ValueError(user_message(error)) from None
+    setup_globals()  # Hydra's `now` resolver, which the run directory's name uses
+    job = Job(Path(run_dir or cfg.hydra.run.dir).absolute(), list(cfg.hydra.overrides.task), None,
+              dict(cfg.hydra.runtime.choices))  # fmt: skip
+    task = record_config(cfg, job.run_dir)
+    with unchanged_process(), logging_to(job.run_dir / "train.log"):
+        try:
+            run_job(task, job)
+        except RunStopped as stop:
+            raise KeyboardInterrupt(str(stop)) from None
+    return load(job.run_dir)
+
+
+def record_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """Write <run dir>/.hydra/ as Hydra does (config.yaml, hydra.yaml, overrides.yaml); the config without
+    its `hydra` node, which is what a run trains with."""
+    hydra_cfg = cfg.hydra
+    with open_dict(hydra_cfg.runtime):
+        hydra_cfg.runtime.output_dir = str(run_dir)
+    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    saved = run_dir / ".hydra"
+    saved.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task, saved / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), saved / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, saved / "overrides.yaml")
+    return task
+
+
+def load(run_dir: str | Path) -> Run:
+    """The run in `run_dir` (a run directory with metrics.json: one that completed)."""
+    path = Path(run_dir)
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        status = read_status(path)
+        said = f"its status.json says {status['status']}" if status else "no status.json either"
+        raise FileNotFoundError(f"{path}: no metrics.json, so not a completed run ({said})")
+    return Run(path.absolute(), json.loads(metrics_file.read_text()))
+
+
+@contextlib.contextmanager
+def unchanged_process() -> Iterator[None]:
+    """Put back what a run sets for the whole process: torch's thread count, cuDNN's autotuner, and the
+    environment (torch's compiler notes its cache folder there)."""
+    threads, benchmark, environment = (
+        torch.get_num_threads(),
+        torch.backends.cudnn.benchmark,
+        dict(os.environ),
+    )
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
+        for key in os.environ.keys() - environment.keys():
+            del os.environ[key]
+        os.environ.update(environment)
+
+
+@contextlib.contextmanager
+def logging_to(log_file: Path) -> Iterator[None]:
+    """Our loggers at INFO, to the notebook's output and to the run's train.log (as Hydra's job logging does for
+    train.py), for the duration of a call; their levels, handlers and propagation are put back after."""
+    loggers = [logging.getLogger(name) for name in OUR_LOGGERS]
+    before = [(lg.level, lg.propagate) for lg in loggers]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_file)]
+    handlers[1].setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    for lg in loggers:
+        lg.setLevel(logging.INFO)
+        lg.propagate = False  # the notebook's own root handlers, if any, would print each line twice
+        for handler in handlers:
+            lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg, (level, propagate) in zip(loggers, before, strict=True):
+            for handler in handlers:
+                lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        for handler in handlers:
+            handler.close()

@@ -1,0 +1,90 @@
+"""lab/api.py: train() from Python writes the run directory train.py writes and returns a Run; load() reads it
+back; predict() takes tensors, arrays, PIL images and files; errors raise with the script's one line; Ctrl-C
+raises KeyboardInterrupt with last.pt saved; nothing process-wide is left changed, so train() runs twice."""
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lab.run
+from lab import load, train
+from lab.outcomes import RunFailed
+from tests.conftest import synthetic_digits, tiny_overrides
+from trainer.checkpoint import load_checkpoint
+
+
+def process_state() -> tuple:
+    """What a library call must leave as it found it."""
+    loggers = [
+        (logging.getLogger(n).level, logging.getLogger(n).handlers[:]) for n in ("train", "lab", "trainer")
+    ]
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    return dict(os.environ), handlers, loggers, logging.root.handlers[:], os.getcwd(), torch.get_num_threads()
+
+
+def test_train_twice_returns_runs_and_leaves_the_process_as_it_was(tmp_path: Path, tiny_mnist: Path) -> None:
+    before = process_state()
+    first = train(*tiny_overrides(tiny_mnist), "trainer.threads=1", run_dir=tmp_path / "first")
+    assert process_state() == before
+    second = train(*tiny_overrides(tiny_mnist), "model=resmlp", run_dir=tmp_path / "second")
+    assert process_state() == before
+    assert first.metrics == json.loads((tmp_path / "first" / "metrics.json").read_text())
+    assert (first.metrics["model"], second.metrics["model"]) == ("LeNet", "ResBlockMLP")
+    assert [row["epoch"] for row in first.history] == [1, 2] and first.curve("val/acc")[0] == [1, 2]
+    assert (tmp_path / "first" / ".hydra" / "overrides.yaml").is_file()  # what report.py finds runs by
+    assert "epoch 2/2" in (tmp_path / "first" / "train.log").read_text()
+    assert not first.model.training
+    again = load(tmp_path / "first")
+    assert again.metrics == first.metrics and repr(again).startswith("Run(LeNet, test accuracy")
+    evaluation = again.evaluate()
+    assert evaluation.accuracy == first.metrics["test_acc"]  # the tested weights, tested again
+    assert int(evaluation.confusion.sum()) == evaluation.stats.images == 200
+
+
+def test_predict_takes_tensors_arrays_pil_images_and_files(tmp_path: Path, tiny_mnist: Path) -> None:
+    run = train(*tiny_overrides(tiny_mnist), "trainer.epochs=3", run_dir=tmp_path / "run")
+    images, labels = synthetic_digits(8, seed=5)
+    as_tensor = run.predict(torch.from_numpy(images))
+    assert len(as_tensor) == 8 and as_tensor.probabilities.shape == (8, 10)
+    assert torch.allclose(as_tensor.probabilities.sum(dim=1), torch.ones(8))
+    assert as_tensor.names == [str(k) for k in as_tensor.classes]
+    assert run.predict(images / 255.0).classes == as_tensor.classes  # an array in [0, 1]: the same
+    Image.fromarray(images[0]).save(tmp_path / "digit.png")
+    mixed = run.predict([images[0], Image.open(tmp_path / "digit.png"), tmp_path / "digit.png"])
+    assert len(mixed) == 3 and mixed.classes[1] == mixed.classes[2]  # a PIL image or its file: the same
+    with pytest.raises(ValueError, match=r"an array of shape \(5, 5\)"):
+        run.predict(np.zeros((5, 5)))
+
+
+def test_errors_raise_with_the_scripts_one_line(tmp_path: Path, tiny_mnist: Path) -> None:
+    before = process_state()
+    with pytest.raises(RunFailed, match="^optimizer.lr must be a number > 0, got -1$") as failed:
+        train(*tiny_overrides(tiny_mnist), "optimizer.lr=-1", run_dir=tmp_path / "bad")
+    assert failed.value.exit_code == 2
+    with pytest.raises(ValueError, match="^model=lenet7: no such option"):
+        train("model=lenet7")
+    with pytest.raises(FileNotFoundError, match="no metrics.json, so not a completed run .*failed"):
+        load(tmp_path / "bad")
+    assert process_state() == before
+
+
+def test_ctrl_c_stops_after_the_step_saves_last_pt_and_raises_keyboard_interrupt(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(epoch: int, val: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # what the kernel's interrupt sends
+
+    monkeypatch.setattr(lab.run, "epoch_end_callables", lambda cfg, job: [interrupt])
+    before = process_state()
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT in epoch 2 after step 17; saved"):
+        train(*tiny_overrides(tiny_mnist), run_dir=tmp_path / "run")
+    assert process_state() == before
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 17
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "stopped"
