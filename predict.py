@@ -12,7 +12,7 @@ are still predicted (exit status 1 if any failed).
 
 from lab import cli
 from lab.artifacts import load_trained
-from lab.config import split_args
+from lab.overrides import split_args
 from lab.predict import USAGE, predict_files, show
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from data.augment import Augment
 from lab.build import build_model
-from lab.config import compose, override_key, to_plain
+from lab.config import compose, to_plain
+from lab.overrides import override_key
 from trainer.checkpoint import BEST, LAST, RUN_KEYS, load_checkpoint, load_weights
 from trainer.device import choose_device
 from trainer.files import atomic_write

@@ -16,24 +16,18 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from lab.resume_sweep import sweep_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 # Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
-OmegaConf.register_new_resolver(
-    "sweep_dir", lambda resume, new: _sweep_dir(resume, new), replace=True, use_cache=True
-)
+OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True, use_cache=True)
 # configs/hydra/launcher/ray.yaml replaces hydra-ray-launcher's config of the same name on purpose; Hydra 1.3
 # still checks it against that schema (which it matches), and warns that it will stop doing so.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
-
-
-def _sweep_dir(resume: Any, new: str) -> str:
-    from lab.status import sweep_dir  # lab.status parses overrides with this module's override_key
-
-    return sweep_dir(resume, new)
 
 
 def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
@@ -42,17 +36,6 @@ def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
         return hydra_compose(
             config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config
         )
-
-
-def override_key(override: str) -> str:
-    """The key an override sets: `+trainer.x=1` -> `trainer.x`, `~seed` -> `seed`."""
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def split_args(argv: list[str], own: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """A script's own `key=value` arguments, and the rest: config overrides (`data=mnist_pickle`)."""
-    mine = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a and override_key(a) in own}
-    return mine, [a for a in argv if override_key(a) not in own]
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

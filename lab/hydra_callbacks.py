@@ -10,10 +10,12 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lab.outcomes import Refused, SweepFailed
-from lab.status import identity, job_dirs, read_status
+from lab.overrides import identity
+from lab.resume_sweep import check_resumable
+from lab.status import job_dirs, read_status
 from trainer.speed import available_cpus
 
 log = logging.getLogger("sweep")
@@ -86,7 +88,7 @@ class Sweep(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         if config.get("resume_sweep"):
-            self._check_resume(sweep_dir, overrides, config.resume_sweep)
+            check_resumable(sweep_dir, overrides, config.resume_sweep)
         if uses_ray(config.hydra.launcher) and importlib.util.find_spec("ray") is None:
             raise Refused(
                 "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)"
@@ -96,20 +98,6 @@ class Sweep(Callback):
             threads = max(available_cpus() // parallel, 1)
             os.environ["OMP_NUM_THREADS"] = str(threads)
             log.info(f"{parallel} jobs at a time on {available_cpus()} CPUs: {threads} threads each")
-
-    @staticmethod
-    def _check_resume(sweep_dir: Path, overrides: list[str], resume: Any) -> None:
-        saved = sweep_dir / "multirun.yaml"
-        if not saved.is_file():
-            raise Refused(f"resume_sweep={resume}: no sweep to resume at {sweep_dir} (no multirun.yaml)")
-        before = identity(list(OmegaConf.load(saved).hydra.overrides.task))
-        if before != identity(overrides):
-            raise Refused(
-                f"resume_sweep={resume}: {sweep_dir} was swept with [{' '.join(before)}], "
-                f"this command asks for [{' '.join(identity(overrides))}]; "
-                "repeat the sweep's own overrides, or start a new sweep"
-            )
-        log.info(f"resuming sweep {sweep_dir}: completed jobs are skipped, stopped ones continue")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if uses_ray(config.hydra.launcher):

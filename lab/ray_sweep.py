@@ -26,7 +26,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lab.outcomes import RunStopped
-from lab.status import identity, read_status, write_status
+from lab.overrides import identity
+from lab.status import read_status, write_status
 
 log = logging.getLogger("sweep")
 

@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from lab.artifacts import CHECKPOINTS, copy_checkpoint, load_resume, resume_checkpoint
 from lab.build import Setup, build
 from lab.cli import USER_ERRORS, user_message
-from lab.config import override_key
 from lab.ddp import join_slurm_job, label_logs
 from lab.outcomes import RunFailed, RunStopped
+from lab.overrides import identity, override_key
 from lab.provenance import provenance
-from lab.status import Pruned, identity, read_status, write_status
+from lab.resume_sweep import earlier_job
+from lab.status import Pruned, write_status
 from trainer import distributed
 from trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
 from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
@@ -81,10 +82,13 @@ class Resume:
     checkpoint: dict[str, Any]
 
 
-def prepare(cfg: DictConfig, run_dir: Path, job: int | None = None) -> tuple[Setup, Resume | None]:
-    """Everything checked and built, and the checkpoint to resume from (if `cfg.resume` names one)."""
+def prepare(
+    cfg: DictConfig, run_dir: Path, job: int | None = None, resume_from: Path | None = None
+) -> tuple[Setup, Resume | None]:
+    """Everything checked and built, and the checkpoint to resume from: the one `cfg.resume` names, else
+    `resume_from` (a resumed sweep's stopped job: its last.pt)."""
     setup = build(cfg, job)
-    path = resume_checkpoint(cfg.resume, run_dir)
+    path = resume_checkpoint(cfg.resume, run_dir) or resume_from
     if path is None:
         return setup, None
     checkpoint = load_resume(path, cfg)
@@ -296,20 +300,18 @@ def main(cfg: DictConfig) -> float | None:
 def run_job(cfg: DictConfig, job: Job) -> float | None:
     """Run `job` with status.json kept up to date; a failure ends a single run (RunFailed) but only this job
     of a sweep."""
+    resume_from = None
     if job.in_sweep and cfg.resume_sweep:
-        before = read_status(job.run_dir)
-        if before is not None and identity(before["overrides"]) != identity(job.overrides):
-            return failed(job, f"resume_sweep: {job.run_dir} holds a job with overrides "
-                               f"[{' '.join(identity(before['overrides']))}], not [{' '.join(identity(job.overrides))}]", 2)  # fmt: skip
-        if before is not None and before["status"] == "completed":
+        earlier = earlier_job(job.run_dir, job.overrides)
+        if earlier.refusal:
+            return failed(job, earlier.refusal, 2)
+        if earlier.completed:
             log.info(f"job {job.number} [{' '.join(identity(job.overrides))}] completed before: skipped")
-            return before.get("best_val_acc")
-        stopped_at = resume_checkpoint("auto", job.run_dir)
-        if cfg.resume is None and stopped_at is not None:
-            cfg.resume = str(stopped_at)  # a stopped job continues from its last.pt
+            return earlier.completed.get("best_val_acc")
+        resume_from = earlier.checkpoint  # a stopped job continues from its last.pt
     try:
         job.status("running")
-        setup, resume = prepare(cfg, job.run_dir, job.number)
+        setup, resume = prepare(cfg, job.run_dir, job.number, resume_from)
         on_epoch_end = epoch_end_callables(cfg, job)
     except WriteFailed as error:
         return write_failed(job, error)

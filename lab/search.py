@@ -28,7 +28,8 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from lab.config import PROJECT_ROOT, override_key
+from lab.config import PROJECT_ROOT
+from lab.overrides import override_key
 from lab.status import Pruned, read_status
 from trainer.evaluation import EpochStats
 from trainer.files import write_json

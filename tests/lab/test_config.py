@@ -10,7 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose, override_key, split_args
+from lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose
+from lab.overrides import override_key, split_args
 
 
 def options(group: str) -> list[str]:

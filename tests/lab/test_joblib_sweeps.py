@@ -15,7 +15,8 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lab.config import PROJECT_ROOT
-from lab.status import identity, job_dirs, read_status
+from lab.overrides import identity
+from lab.status import job_dirs, read_status
 from tests.conftest import run_script
 from trainer.speed import available_cpus
 

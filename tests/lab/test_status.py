@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from lab.status import identity, job_dirs, read_status, sweep_dir, write_status
+from lab.overrides import identity
+from lab.resume_sweep import sweep_dir
+from lab.status import job_dirs, read_status, write_status
 
 
 def test_resume_sweep_last_is_the_newest_sweep(tmp_path: Path) -> None:
