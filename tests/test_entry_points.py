@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnxruntime
 import pytest
 import torch
 
@@ -175,10 +174,6 @@ def test_export_agrees_with_pytorch(
     images = normalize(read_idx(mnist_root).test_images[1000:1033])
     with torch.inference_mode():
         expected = model(images)
-    if fmt == "onnx":
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
-    else:
-        got = torch.jit.load(str(out))(images)
+    got = torch.jit.load(str(out))(images)
     assert got.shape == (33, 10)
     assert (got - expected).abs().max() <= 1e-4 and torch.equal(got.argmax(1), expected.argmax(1))

@@ -38,6 +38,7 @@ def test_no_module_imports_an_entry_point() -> None:
     assert offenders == {}
 
 
+@pytest.mark.slow  # a Python process per package
 @pytest.mark.parametrize("package", ["trainer", "data", "models"])
 def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -> None:
     modules = [
@@ -56,3 +57,14 @@ def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -
     assert loaded & {"hydra", "omegaconf", "optuna", "lab", *ENTRY_POINTS} == set()
     if package != "trainer":
         assert "trainer" not in loaded  # data and models never import trainer
+
+
+@pytest.mark.slow  # a Python process
+def test_status_and_report_code_pay_no_torch_import() -> None:
+    code = (
+        "import sys, lab.status, lab.report, lab.resume_sweep, lab.overrides; print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr

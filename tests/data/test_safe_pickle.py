@@ -95,6 +95,7 @@ CASES = list(hostile_files(Path("/tmp"), Path("/tmp/x")))
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow  # a Python process per case
 def test_hostile_pickle_is_refused_in_a_subprocess(tmp_path: Path, case: str) -> None:
     marker = tmp_path / "payload-ran"
     content, expected = hostile_files(tmp_path, marker)[case]

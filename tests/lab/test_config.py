@@ -136,9 +136,15 @@ def test_values_no_run_could_use_are_refused_by_key_and_value(override: str, mes
         check_config(compose(override))
 
 
-def test_every_default_passes_the_checks() -> None:
+def test_every_model_option_passes_the_checks_and_builds_its_class() -> None:
+    built = {}
     for name in options("model"):
-        check_config(compose(f"model={name}"))
+        cfg = compose(f"model={name}")
+        check_config(cfg)
+        model = instantiate(cfg.model)
+        built[name] = type(model).__name__
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert built == {"lenet": "LeNet", "lenet_res": "LeNetRes", "resmlp": "ResBlockMLP"}
 
 
 def test_overrides_are_parsed_one_way() -> None:

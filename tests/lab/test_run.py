@@ -384,7 +384,13 @@ def test_compile_mode_reaches_torch_compile_and_the_warm_up_is_logged(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: dict[str, str] = {}
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: seen.update(options))
+    real_compile = torch.nn.Module.compile
+
+    def compile_eagerly(self: torch.nn.Module, **options: str) -> None:  # the mode asked; a fast real compile
+        seen.update(options)
+        real_compile(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
     cfg = tiny_config(
         tiny_mnist, "trainer.compile=true", "trainer.compile_mode=reduce-overhead", "trainer.epochs=1"
     )
