@@ -11,8 +11,8 @@ files (default: <run dir>/evaluation/confusion_matrix.png and confusion_matrix_m
 
 from lab import cli
 from lab.artifacts import load_trained
-from lab.evaluate import USAGE, evaluate_trained
 from lab.overrides import split_args
+from lab.tools.evaluate import USAGE, evaluate_trained
 
 
 def main(argv: list[str]) -> int:

@@ -10,8 +10,8 @@ Needs the export extra: pip install -e '.[export]' (onnx, onnxscript, onnxruntim
 
 from lab import cli
 from lab.artifacts import load_trained
-from lab.export import FORMATS, USAGE, export_trained
 from lab.overrides import split_args
+from lab.tools.export import FORMATS, USAGE, export_trained
 
 
 def main(argv: list[str]) -> int:

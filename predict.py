@@ -13,7 +13,7 @@ are still predicted (exit status 1 if any failed).
 from lab import cli
 from lab.artifacts import load_trained
 from lab.overrides import split_args
-from lab.predict import USAGE, predict_files, show
+from lab.tools.predict import USAGE, predict_files, show
 
 
 def main(argv: list[str]) -> int:

@@ -3,13 +3,13 @@
 python report.py multirun/2026-11-22/10-00-00-000000-1234     (or: make report DIR=...)
 
 Prints the leaderboard as a Markdown table and writes, beside the runs, leaderboard.md, leaderboard.csv,
-val_acc_per_epoch.png and test_acc_vs_params.png (lab/report.py).
+val_acc_per_epoch.png and test_acc_vs_params.png (lab/tools/report.py).
 """
 
 from pathlib import Path
 
 from lab import cli
-from lab.report import report
+from lab.tools.report import report
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ At the end: the best trials, the command that trains the best one, and <tune.dir
 
 from lab import cli
 from lab.config import compose
-from lab.search import search
+from lab.search.driver import search
 
 
 def main(argv: list[str]) -> int:

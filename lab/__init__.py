@@ -11,7 +11,7 @@ API = ("train", "load", "Run", "Predictions")
 
 
 def __getattr__(name: str) -> Any:
-    """`from lab import train` imports lab.api (and torch) only when asked: lab.status and lab.report stay light."""
+    """`from lab import train` imports lab.api (and torch) only when asked: lab.status and lab.tools.report stay light."""
     if name in API:
         from lab import api
 

@@ -42,7 +42,7 @@ from lab.run import Job, run_job
 from lab.status import read_status
 
 if TYPE_CHECKING:
-    from lab.evaluate import Evaluation
+    from lab.tools.evaluate import Evaluation
 
 ImageLike = Tensor | np.ndarray | Image.Image | str | Path
 
@@ -104,7 +104,7 @@ class Run:
     def evaluate(self, *overrides: str) -> Evaluation:
         """The best model on the official test set (or the data source `overrides` name): accuracy, loss,
         every prediction, the confusion matrix and its figures."""
-        from lab.evaluate import evaluate
+        from lab.tools.evaluate import evaluate
 
         trained = load_trained(str(self.run_dir), list(overrides)) if overrides else self.trained
         return evaluate(trained)

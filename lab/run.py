@@ -3,7 +3,7 @@ and say how it ended. train.py's Hydra main is `main` here.
 
 Every run leaves status.json in its run directory (running, completed, failed, stopped or pruned). A single
 run exits with 2 for a bad value or file, 1 for any other failure, 130/143 when stopped by a signal. In a
-multirun a failure is recorded and the sweep goes on (lab.hydra_callbacks.Sweep sums it up); a signal stops
+multirun a failure is recorded and the sweep goes on (lab.sweep.callbacks.Sweep sums it up); a signal stops
 the sweep.
 """
 
@@ -29,8 +29,8 @@ from lab.ddp import join_slurm_job, label_logs
 from lab.outcomes import RunFailed, RunStopped
 from lab.overrides import identity, override_key
 from lab.provenance import provenance
-from lab.resume_sweep import earlier_job
 from lab.status import Pruned, write_status
+from lab.sweep.resume import earlier_job
 from trainer import distributed
 from trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
 from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
@@ -274,7 +274,7 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
     callables: list[EpochEnd] = [record]
     tune = cfg.get("tune")
     if tune is not None and tune.get("trial") is not None:
-        from lab.search import trial_reporter  # optuna loads only in a search's trials
+        from lab.search.trial import trial_reporter  # optuna loads only in a search's trials
 
         callables.append(trial_reporter(tune))
     return callables

@@ -80,6 +80,7 @@ def test_the_module_map_lists_exactly_the_modules_in_the_tree() -> None:
         for pattern in (
             "*.py",
             "lab/*.py",
+            "lab/*/*.py",
             "trainer/*.py",
             "data/*.py",
             "models/*.py",

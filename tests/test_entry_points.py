@@ -38,7 +38,9 @@ def test_train_refuses_a_bad_value_in_one_line_with_exit_status_2(tmp_path: Path
 def test_output_directory_that_cannot_be_made_is_named_before_anything_runs(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
-    done = run_script("train.py", f"hydra.run.dir={blocker / 'run'}")  # a sweep's: test_hydra_callbacks.py
+    done = run_script(
+        "train.py", f"hydra.run.dir={blocker / 'run'}"
+    )  # a sweep's: tests/lab/sweep/test_callbacks.py
     assert done.returncode == 2
     assert (
         done.stderr
@@ -160,7 +162,9 @@ def test_predict_prints_json_and_names_bad_files(
     assert "not an image" in results["broken.png"]["error"]
 
 
-@pytest.mark.parametrize("fmt", ["torchscript"])  # ONNX: tests/lab/test_export.py and test_artifacts.py
+@pytest.mark.parametrize(
+    "fmt", ["torchscript"]
+)  # ONNX: tests/lab/tools/test_export.py and tests/lab/test_artifacts.py
 def test_export_agrees_with_pytorch(
     trained_run: tuple[Path, object], mnist_root: Path, tmp_path: Path, fmt: str
 ) -> None:

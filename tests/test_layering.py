@@ -61,9 +61,7 @@ def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -
 
 @pytest.mark.slow  # a Python process
 def test_status_and_report_code_pay_no_torch_import() -> None:
-    code = (
-        "import sys, lab.status, lab.report, lab.resume_sweep, lab.overrides; print('torch' in sys.modules)"
-    )
+    code = "import sys, lab.status, lab.tools.report, lab.sweep.resume, lab.overrides; print('torch' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
     )

@@ -12,10 +12,10 @@ from PIL import Image
 from lab.artifacts import checkpoint_path, load_trained, resume_checkpoint, saved_config
 from lab.build import build
 from lab.config import PROJECT_ROOT, compose
-from lab.evaluate import evaluate_trained
-from lab.export import export_trained
-from lab.predict import predict_files
 from lab.run import train
+from lab.tools.evaluate import evaluate_trained
+from lab.tools.export import export_trained
+from lab.tools.predict import predict_files
 from tests.conftest import FIXTURES, scalars
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation import evaluate

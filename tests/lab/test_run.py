@@ -17,12 +17,12 @@ from data.sources import read_idx
 from lab.artifacts import load_trained
 from lab.build import build
 from lab.config import compose
-from lab.evaluate import evaluate_trained
-from lab.export import export_trained
 from lab.outcomes import RunFailed
-from lab.predict import predict_files
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
+from lab.tools.evaluate import evaluate_trained
+from lab.tools.export import export_trained
+from lab.tools.predict import predict_files
 from models import LeNet
 from tests.conftest import next_second, scalars, tiny_config
 from tests.data.test_images import product_photo

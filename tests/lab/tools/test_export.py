@@ -1,4 +1,4 @@
-"""lab/export.py: every model exports to ONNX and TorchScript and agrees with PyTorch on real digits."""
+"""lab/tools/export.py: every model exports to ONNX and TorchScript and agrees with PyTorch on real digits."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import torch
 
 from data.loader import normalize
 from data.sources import read_idx
-from lab.export import check, export_onnx, export_torchscript
+from lab.tools.export import check, export_onnx, export_torchscript
 from models import LeNetRes, ResBlockMLP
 
 

@@ -1,4 +1,4 @@
-"""lab/hydra_callbacks.py with lab/run.py, through real Hydra multiruns in subprocesses: parallel jobs share the
+"""lab/sweep/callbacks.py with lab/run.py, through real Hydra multiruns in subprocesses: parallel jobs share the
 cores, failures are contained and summed up, resumed sweeps skip completed jobs, submitit runs a sweep."""
 
 import json
@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from lab.config import compose
-from lab.hydra_callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
 from lab.outcomes import Refused
 from lab.status import job_dirs, read_status
+from lab.sweep.callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
 from tests.conftest import run_script, tiny_overrides
 from trainer.speed import available_cpus
 
@@ -102,7 +102,7 @@ def sweep_config(tmp_path: Path, *overrides: str):  # noqa: ANN201
 def test_sweep_callback_shares_the_cores_between_parallel_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lab.hydra_callbacks.available_cpus", lambda: 8)
+    monkeypatch.setattr("lab.sweep.callbacks.available_cpus", lambda: 8)
     # The callback writes os.environ itself: give it a copy, so that nothing it sets outlives the test.
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
     Sweep().on_multirun_start(sweep_config(tmp_path, "hydra/launcher=joblib", "seed=0,1,2,3"))

@@ -1,4 +1,4 @@
-"""lab/report.py (report.py): the leaderboard of a sweep, seeds grouped, against the jobs' own metrics."""
+"""lab/tools/report.py (report.py): the leaderboard of a sweep, seeds grouped, against the jobs' own metrics."""
 
 import csv
 import json
@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lab.config import compose
-from lab.report import report
 from lab.run import train
+from lab.tools.report import report
 from tests.conftest import tiny_overrides
 
 

@@ -7,7 +7,7 @@ hydra_plugins/mnist_lab/ray_launcher.py: hydra-ray-launcher's, with what that pl
   goes on, as with a job that fails in Python; the plugin's sweep would end with a traceback.
 - Ctrl-C or SIGTERM stops every running job the way it stops a run (after its current step, with last.pt
   saved and status.json `stopped`), then the sweep exits 130/143; `resume_sweep` continues it.
-lab.hydra_callbacks.Sweep stops Ray at the end of the sweep (the plugin never does). Ray itself is imported only
+lab.sweep.callbacks.Sweep stops Ray at the end of the sweep (the plugin never does). Ray itself is imported only
 inside these functions: every Hydra start imports the launcher's module.
 """
 

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from lab.outcomes import Refused, SweepFailed
 from lab.overrides import identity
-from lab.resume_sweep import check_resumable
 from lab.status import job_dirs, read_status
+from lab.sweep.resume import check_resumable
 from trainer.speed import available_cpus
 
 log = logging.getLogger("sweep")
@@ -101,7 +101,7 @@ class Sweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if uses_ray(config.hydra.launcher):
-            from lab.ray_sweep import stop  # Ray imports only for Ray sweeps
+            from lab.sweep.ray_jobs import stop  # Ray imports only for Ray sweeps
 
             stop()  # hydra-ray-launcher never does: a local instance's processes would outlive the sweep
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -1,4 +1,4 @@
-"""hydra/launcher=ray (lab/ray_sweep.py, hydra_plugins/mnist_lab/ray_launcher.py) on a real local Ray instance,
+"""hydra/launcher=ray (lab/sweep/ray_jobs.py, hydra_plugins/mnist_lab/ray_launcher.py) on a real local Ray instance,
 started and stopped by the sweep; the resource check on its own."""
 
 import json
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.ray_sweep import refusal
-from lab.report import report
+from lab.config import PROJECT_ROOT
 from lab.status import job_dirs, read_status
+from lab.sweep.ray_jobs import refusal
+from lab.tools.report import report
 from tests.conftest import tiny_overrides
 
 
@@ -37,7 +38,7 @@ def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}  # Ray's own setting
     try:
         driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True, cwd=Path(__file__).parents[2], env=env)  # fmt: skip
+                                  start_new_session=True, cwd=PROJECT_ROOT, env=env)  # fmt: skip
         output = driver.communicate(timeout=300)[0]
         assert driver.returncode == 1, output
         assert (
@@ -63,7 +64,7 @@ def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
         # resume_sweep on Ray: the completed job is skipped, the failed one runs (and fails) again.
         before = (sweep / "0" / "metrics.json").stat().st_mtime_ns
         again = subprocess.run([*command, f"resume_sweep={sweep}"], capture_output=True, text=True, env=env,
-                               cwd=Path(__file__).parents[2], timeout=300)  # fmt: skip
+                               cwd=PROJECT_ROOT, timeout=300)  # fmt: skip
         printed = again.stdout + again.stderr
         assert again.returncode == 1, printed
         assert (

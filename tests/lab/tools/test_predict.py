@@ -1,4 +1,4 @@
-"""lab/predict.py and data/images.py: ordinary image files of digits are prepared as MNIST's were and
+"""lab/tools/predict.py and data/images.py: ordinary image files of digits are prepared as MNIST's were and
 predicted; bad files get their own error."""
 
 import json
@@ -12,7 +12,7 @@ from PIL import Image
 from data.images import load_greyscale, mnist_like, to_input
 from data.sources import read_idx
 from lab.artifacts import load_trained
-from lab.predict import predict_files, show
+from lab.tools.predict import predict_files, show
 
 
 def drawn_digits(mnist, folder: Path, count: int = 200) -> dict[Path, int]:  # noqa: ANN001

@@ -1,5 +1,5 @@
-"""The Optuna study behind tune.py: its storage, sampler and pruner, each trial run as `python train.py`,
-the link from a running trial back to its study, and best.json.
+"""tune.py's side of a search (the driver): the study opened or continued, its sampler, each trial run as
+`python train.py` in its own run directory, the trials shared between workers, the summary and best.json.
 
 A trial is an ordinary `python train.py` run. After each epoch it reports its validation accuracy to the
 study and asks the pruner whether to go on, so pruning works whichever process runs the trial.
@@ -19,8 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,19 +28,14 @@ from omegaconf import DictConfig
 
 from lab.config import PROJECT_ROOT
 from lab.overrides import override_key
-from lab.status import Pruned, read_status
-from trainer.evaluation import EpochStats
+from lab.search.study import check_tune, make_pruner, open_storage
+from lab.status import read_status
 from trainer.files import write_json
 from trainer.speed import available_cpus
 
 log = logging.getLogger("tune")
 
-STUDY_FILE = "study.db"
-PRUNERS = ("median", "halving", "none")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-HEARTBEAT_S, GRACE_S = 30, 120  # shared database storage: a trial whose worker is silent this long is failed
 
 
 class TrialFailed(Exception):
@@ -53,137 +46,9 @@ class Surplus(Exception):
     """The study already has `tune.trials` trials (finished, or running in other workers): this one is not run."""
 
 
-def storage_url(study_dir: str | Path) -> str:
-    """The SQLAlchemy URL of the study stored in `study_dir`."""
-    return f"sqlite:///{Path(study_dir).absolute() / STUDY_FILE}"
-
-
-def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
-    """`tune.storage`: null, an SQLite file in tune.dir; a database URL (`postgresql://...`, `sqlite:///...`),
-    with heartbeats, so that a dead worker's trials are failed; or a journal file (Optuna's JournalStorage)."""
-    if tune.storage is None:
-        return optuna.storages.RDBStorage(storage_url(tune.dir))
-    if "://" in tune.storage:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            with warnings.catch_warnings():  # heartbeats are marked experimental; they fail dead trials
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-                )
-        except SQLAlchemyError as error:
-            said = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise ValueError(f"tune.storage={tune.storage}: cannot open the database: {said}") from None
-    path = Path(tune.storage).absolute()
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
-def check_database_url(url: str) -> None:
-    """Refuse a database URL no trial could use, before SQLAlchemy says so in a long traceback: an unknown
-    scheme, a driver that is not installed, an in-memory database, an SQLite file in a missing folder."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ValueError(
-            f"tune.storage={url}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
-            "postgresql://..., mysql+pymysql://..., or a journal file's path"
-        ) from None
-    except ArgumentError:  # (NoSuchModuleError is one too: caught first)
-        raise ValueError(
-            f"tune.storage={url}: not a database URL (dialect+driver://user:password@host/database)"
-        ) from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as error:
-        raise ValueError(
-            f"tune.storage={url}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
-            "install it into the project's .venv, or use sqlite:////path/to/study.db or a journal file"
-        ) from None
-    if parsed.get_backend_name() == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise ValueError(f"tune.storage={url}: an in-memory database, which the trials' processes cannot "
-                             "reach; give a file: sqlite:////path/to/study.db")  # fmt: skip
-        folder = Path(parsed.database).absolute().parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"tune.storage={url}: no folder {folder} for the database file")
-
-
 def worker_name() -> str:
     """This tune.py process, as a shared study's trials record it (`host:pid`)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
-    """The pruner `tune.pruner` names: `median` (below the median of earlier trials at the same epoch),
-    `halving` (successive halving: keep the best third at each rung) or `none`."""
-    name, startup, warmup = tune.pruner.name, tune.pruner.startup_trials, tune.pruner.warmup_epochs
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(warmup, 1), reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {name!r}")
-
-
-def trial_reporter(tune: DictConfig) -> Callable[[int, EpochStats], None]:
-    """An epoch-end callable for trial `tune.trial`: report the epoch's validation accuracy to the study;
-    raise Pruned when the pruner says so."""
-    storage = open_storage(tune)
-    try:
-        study = optuna.load_study(study_name=tune.study, storage=storage, pruner=make_pruner(tune))
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(tune.study), tune.trial
-        )
-    except KeyError as error:
-        raise ValueError(
-            f"tune.trial={tune.trial}: no such trial in study {tune.study!r} at {tune.dir}"
-        ) from error
-    trial = optuna.trial.Trial(study, trial_id)
-
-    def report(epoch: int, val: EpochStats) -> None:
-        trial.report(val.accuracy, epoch)
-        if trial.should_prune():
-            raise Pruned(f"pruned by the study after epoch {epoch} (validation accuracy {val.accuracy:.2%})")
-
-    return report
-
-
-def check_tune(tune: DictConfig) -> None:
-    """Refuse a search setting no search could use, naming the key and the value."""
-    for key in ("trials", "jobs"):
-        if type(tune[key]) is not int or tune[key] <= 0:
-            raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
-    if tune.storage is not None and (not isinstance(tune.storage, str) or not tune.storage.strip()):
-        raise ValueError(
-            f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"
-        )
-    if isinstance(tune.storage, str) and "://" in tune.storage:
-        check_database_url(tune.storage)
-    if tune.pruner.name not in PRUNERS:
-        raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
-    for key, spec in tune.space.items():
-        kind = spec.get("type")
-        if kind in ("float", "int"):
-            low, high = spec.get("low"), spec.get("high")
-            if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
-                raise ValueError(
-                    f"tune.space.{key}: low and high must be numbers with low < high, got {low!r}, {high!r}"
-                )
-            if spec.get("log") and low <= 0:
-                raise ValueError(f"tune.space.{key}: a log scale needs low > 0, got {low!r}")
-        elif kind == "categorical":
-            if not spec.get("choices"):
-                raise ValueError(f"tune.space.{key}: choices must be a non-empty list")
-        else:
-            raise ValueError(f"tune.space.{key}: type must be float, int or categorical, got {kind!r}")
 
 
 def suggest(trial: optuna.Trial, key: str, spec: DictConfig) -> Any:

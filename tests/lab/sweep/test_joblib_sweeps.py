@@ -1,6 +1,6 @@
 """Two real joblib sweeps on real MNIST, started at the same moment and made once for this file (a file runs on
 one pytest-xdist worker), read by what reads a sweep: one directory per job with the cores shared
-(lab/hydra_callbacks.py), the leaderboard (lab/report.py), TensorBoard's HParams view (trainer/tensorboard.py)."""
+(lab/sweep/callbacks.py), the leaderboard (lab/tools/report.py), TensorBoard's HParams view (trainer/tensorboard.py)."""
 
 import csv
 import json

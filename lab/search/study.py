@@ -1,0 +1,118 @@
+"""The Optuna study of a search, as both sides see it: its storage (an SQLite file in its folder, a database URL
+or a journal file), its pruner, and the checks of the `tune` settings. The driver (lab/search/driver.py, tune.py)
+and each trial's run (lab/search/trial.py) open the same study through it."""
+
+import warnings
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+
+STUDY_FILE = "study.db"
+PRUNERS = ("median", "halving", "none")
+HEARTBEAT_S, GRACE_S = 30, 120  # shared database storage: a trial whose worker is silent this long is failed
+
+
+def storage_url(study_dir: str | Path) -> str:
+    """The SQLAlchemy URL of the study stored in `study_dir`."""
+    return f"sqlite:///{Path(study_dir).absolute() / STUDY_FILE}"
+
+
+def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
+    """`tune.storage`: null, an SQLite file in tune.dir; a database URL (`postgresql://...`, `sqlite:///...`),
+    with heartbeats, so that a dead worker's trials are failed; or a journal file (Optuna's JournalStorage)."""
+    if tune.storage is None:
+        return optuna.storages.RDBStorage(storage_url(tune.dir))
+    if "://" in tune.storage:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they fail dead trials
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+        except SQLAlchemyError as error:
+            said = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise ValueError(f"tune.storage={tune.storage}: cannot open the database: {said}") from None
+    path = Path(tune.storage).absolute()
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL no trial could use, before SQLAlchemy says so in a long traceback: an unknown
+    scheme, a driver that is not installed, an in-memory database, an SQLite file in a missing folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"tune.storage={url}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
+            "postgresql://..., mysql+pymysql://..., or a journal file's path"
+        ) from None
+    except ArgumentError:  # (NoSuchModuleError is one too: caught first)
+        raise ValueError(
+            f"tune.storage={url}: not a database URL (dialect+driver://user:password@host/database)"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise ValueError(
+            f"tune.storage={url}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
+            "install it into the project's .venv, or use sqlite:////path/to/study.db or a journal file"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError(f"tune.storage={url}: an in-memory database, which the trials' processes cannot "
+                             "reach; give a file: sqlite:////path/to/study.db")  # fmt: skip
+        folder = Path(parsed.database).absolute().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"tune.storage={url}: no folder {folder} for the database file")
+
+
+def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner `tune.pruner` names: `median` (below the median of earlier trials at the same epoch),
+    `halving` (successive halving: keep the best third at each rung) or `none`."""
+    name, startup, warmup = tune.pruner.name, tune.pruner.startup_trials, tune.pruner.warmup_epochs
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(warmup, 1), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+def check_tune(tune: DictConfig) -> None:
+    """Refuse a search setting no search could use, naming the key and the value."""
+    for key in ("trials", "jobs"):
+        if type(tune[key]) is not int or tune[key] <= 0:
+            raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
+    if tune.storage is not None and (not isinstance(tune.storage, str) or not tune.storage.strip()):
+        raise ValueError(
+            f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"
+        )
+    if isinstance(tune.storage, str) and "://" in tune.storage:
+        check_database_url(tune.storage)
+    if tune.pruner.name not in PRUNERS:
+        raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
+    for key, spec in tune.space.items():
+        kind = spec.get("type")
+        if kind in ("float", "int"):
+            low, high = spec.get("low"), spec.get("high")
+            if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
+                raise ValueError(
+                    f"tune.space.{key}: low and high must be numbers with low < high, got {low!r}, {high!r}"
+                )
+            if spec.get("log") and low <= 0:
+                raise ValueError(f"tune.space.{key}: a log scale needs low > 0, got {low!r}")
+        elif kind == "categorical":
+            if not spec.get("choices"):
+                raise ValueError(f"tune.space.{key}: choices must be a non-empty list")
+        else:
+            raise ValueError(f"tune.space.{key}: type must be float, int or categorical, got {kind!r}")
