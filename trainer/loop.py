@@ -1,10 +1,10 @@
 """The training loop: `train_one_epoch`, and `fit`, which adds validation, TensorBoard, tqdm, checkpoints
 and stops; `final_evaluation` tests the best weights once at the end."""
 
-import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,6 @@ from trainer.stopping import NonFiniteLoss, StopRequests
 from trainer.tensorboard import RunLog, epoch_scalars
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PROGRESS_EVERY = 25  # steps between updates of the bar's running loss (each update synchronises)
 # Called with (epoch, its validation stats; None without a validation split) once the epoch is saved and logged.
@@ -41,12 +40,12 @@ def train_one_epoch(
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
+
     `criterion(logits, labels)` is the training loss (e.g. `nn.CrossEntropyLoss(label_smoothing=0.1)`).
     `precision` runs the forward pass under autocast and scales float16 losses. A NaN or infinite loss raises
     NonFiniteLoss naming its step: on the CPU before its update is applied; on an accelerator the check is a
     flag kept on the device and read every `PROGRESS_EVERY` steps and at the end (no per-step
     synchronisation), so the updates since the last read were applied in memory, never saved. If `batches`
-    is a tqdm bar it shows the running loss and accuracy.
     """
     model.train()
     device = next(model.parameters()).device
@@ -73,9 +72,6 @@ def train_one_epoch(
         scheduler.step()
         tally.add(loss.detach() * len(labels), logits, labels)
         tally.step_losses.append(loss.detach())
-        if isinstance(batches, tqdm) and step % PROGRESS_EVERY == 0:
-            running = tally.stats()
-            batches.set_postfix(loss=f"{running.loss:.4f}", acc=f"{running.accuracy:.2%}", refresh=False)
     if step % check_every:
         _check_finite(first_bad, loss, applied=True)
     return tally.stats()
@@ -109,11 +105,13 @@ def fit(
     with stop:
         while progress.epoch < epochs:
             epoch, steps_before = progress.epoch + 1, progress.step
-            train, step_losses = _train_epoch(state, (epoch, epochs), stop, checkpoints, last_step)
-            if state.tally is not None:  # stopped inside the epoch
+            trained = _train_epoch(state, (epoch, epochs), stop, checkpoints, last_step)
+            if trained.unfinished is not None:  # stopped inside the epoch: its running sums go into last.pt
+                state.tally = trained.unfinished
                 checkpoints.save(state.state_dict())
-                run_log.step_losses(step_losses, steps_before)
+                run_log.step_losses(trained.step_losses, steps_before)
                 raise stop.stopped(epoch, progress.step, checkpoints.last)
+            train, step_losses = trained.stats, trained.step_losses
 
             val, val_predictions, scalars = _validate(state, val_batches, train, f"{epoch}/{epochs:g}")
             improved = progress.end_epoch(epoch, train, val, scalars)
@@ -150,66 +148,74 @@ def run_steps(epochs: float, steps_per_epoch: int) -> int:
     return round(epochs * steps_per_epoch)
 
 
+@dataclass
+class TrainedEpoch:
+    """What one epoch of `fit` did: its stats, the loss of every step, and, when it stopped before its end,
+    its running sums (for the checkpoint; None when the epoch, or the run's last fraction of one, was done)."""
+
+    stats: EpochStats
+    step_losses: list[float]
+    unfinished: dict[str, Any] | None
+
+
 def _train_epoch(
     state: TrainState, of: tuple[int, float], stop: StopRequests, checkpoints: Checkpoints, last_step: int
-) -> tuple[EpochStats, list[float]]:
+) -> TrainedEpoch:
     """One epoch of `fit` (`of`: this epoch and the run's epochs) under a progress bar, ending at global step
-    `last_step` if it comes first: its stats and per-step losses. Stopped inside the epoch, `state.tally`
-    keeps the epoch's running sums for the checkpoint."""
+    `last_step` if it comes first, or after the step a stop is asked at."""
     # A resumed epoch's running sums (all ranks' together) are rank 0's to continue from.
     tally, state.tally = Tally(state.device, state.tally if is_main() else None), None
     steps_before, (epoch, epochs) = state.progress.step, of
-    batches = _until(
-        state.train_batches,
-        lambda done: steps_before + done >= last_step or stop.reached(steps_before + done),
-    )
-    bar = tqdm(
-        batches,
-        f"epoch {epoch}/{epochs:g}",
-        total=len(state.train_batches),
-        unit="batch",
-        leave=False,
-        disable=None,
-    )
+    bar = tqdm(state.train_batches, f"epoch {epoch}/{epochs:g}", total=len(state.train_batches), unit="batch",
+               leave=False, disable=None)  # fmt: skip
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches until the run's last step or a stop, asked before each batch is drawn (a batch
+        that is not trained on never leaves the loader); the running figures on the bar every PROGRESS_EVERY."""
+        drawn, steps = iter(bar), 0
+        while not (steps and (steps_before + steps >= last_step or stop.reached(steps_before + steps))):
+            batch = next(drawn, None)
+            if batch is None:
+                return
+            yield batch
+            steps += 1
+            if steps % PROGRESS_EVERY == 0:  # (reading the sums synchronises with the device)
+                shown = tally.stats()
+                bar.set_postfix(loss=f"{shown.loss:.4f}", acc=f"{shown.accuracy:.2%}", refresh=False)
+
     try:
         train = train_one_epoch(
-            state.stepped, bar, state.optimizer, state.scheduler, criterion=state.criterion,
+            state.stepped, batches(), state.optimizer, state.scheduler, criterion=state.criterion,
             precision=state.precision, tally=tally,
         )  # fmt: skip
         if state.replica is not None:  # DDP: every rank's part of the epoch, summed
             tally.reduce()
             train = tally.stats()
     except NonFiniteLoss as error:
-        kept = (
-            f"last good checkpoint: {checkpoints.last}"
-            if checkpoints.last.exists()
-            else "no checkpoint written yet"
-        )
-        value = "not finite" if error.value is None else error.value
-        applied = "applied in memory from there on, never saved" if error.value is None else "not applied"
-        where = f"step {error.step} of this pass: epoch {epoch}, global step {steps_before + error.step}"
-        message = f"loss is {value} at {where}; the update was {applied}; {kept}"
-        raise NonFiniteLoss(error.step, error.value, message) from None
+        raise _located(error, epoch, steps_before, checkpoints) from None
     finally:
         bar.close()
     step_losses = tally.take_step_losses()
     state.progress.step = steps_before + len(step_losses)
-    if state.progress.step < last_step and state.train_batches.next_batch < len(state.train_batches):
-        state.tally = tally.state_dict()
-    return train, step_losses
+    stopped_inside = state.progress.step < last_step and state.train_batches.next_batch < len(
+        state.train_batches
+    )
+    return TrainedEpoch(train, step_losses, tally.state_dict() if stopped_inside else None)
 
 
-def _until(batches: Iterable[T], should_stop: Callable[[int], bool]) -> Iterator[T]:
-    """`batches`, ending early when `should_stop(batches_taken)` says so, asked before each batch after the first
-    (so the loader is never asked for a batch that will not be trained on)."""
-    iterator = iter(batches)
-    for taken in itertools.count():
-        if taken and should_stop(taken):
-            return
-        batch = next(iterator, None)
-        if batch is None:
-            return
-        yield batch
+def _located(error: NonFiniteLoss, epoch: int, steps_before: int, checkpoints: Checkpoints) -> NonFiniteLoss:
+    """`error` again, its message naming the epoch, the global step and what was saved."""
+    kept = (
+        f"last good checkpoint: {checkpoints.last}"
+        if checkpoints.last.exists()
+        else "no checkpoint written yet"
+    )
+    value = "not finite" if error.value is None else error.value
+    applied = "applied in memory from there on, never saved" if error.value is None else "not applied"
+    where = f"step {error.step} of this pass: epoch {epoch}, global step {steps_before + error.step}"
+    return NonFiniteLoss(
+        error.step, error.value, f"loss is {value} at {where}; the update was {applied}; {kept}"
+    )
 
 
 def final_evaluation(
