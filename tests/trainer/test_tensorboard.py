@@ -129,3 +129,34 @@ def test_histograms_can_be_turned_off(tmp_path: Path, tiny_mnist: Path) -> None:
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert events.Tags()["histograms"] == []
+
+
+def test_run_log_writes_each_tag_where_tensorboard_reads_it(tmp_path: Path) -> None:
+    from trainer.evaluation import EpochStats, Predictions
+    from trainer.tensorboard import EPOCH_TAGS, STEP_LOSS_TAG, TEST_TAGS, RunLog, epoch_scalars
+
+    probs = torch.eye(10)[torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 8])]  # the last one wrong: 9 -> 8
+    labels = torch.arange(10)
+    predictions = Predictions(probs, labels, torch.zeros(1, 1, 28, 28), torch.tensor([9]))
+    train, val = EpochStats(0.5, 0.8, 100, 2.0), EpochStats(0.4, 0.9, 10, 0.1)
+    with RunLog(tmp_path / "run", histograms_every=0) as run_log:
+        run_log.step_losses([1.0, 0.5], steps_before=0)
+        run_log.epoch(1, epoch_scalars(train, val, lr=0.01), predictions)
+        run_log.test(EpochStats(0.3, 0.9, 10, 0.1), predictions, step=1)
+    with RunLog(tmp_path / "rank1", write=False) as silent:  # a DDP rank but 0 writes nothing
+        silent.epoch(1, epoch_scalars(train, val, lr=0.01), predictions)
+    assert not (tmp_path / "rank1").exists() or not list((tmp_path / "rank1").iterdir())
+
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    tags = events.Tags()
+    assert set(EPOCH_TAGS) | set(TEST_TAGS) | {STEP_LOSS_TAG, "val_class_acc/9", "test_class_acc/9"} <= set(
+        tags["scalars"]
+    )
+    assert [(e.step, e.value) for e in events.Scalars(STEP_LOSS_TAG)] == [(1, 1.0), (2, 0.5)]
+    assert events.Scalars("val/acc")[0].value == pytest.approx(0.9)
+    assert (
+        events.Scalars("test_class_acc/9")[0].value == 0.0
+        and events.Scalars("test_class_acc/8")[0].value == 1.0
+    )
+    assert {"val/confusion_matrix", "test/confusion_matrix", "test/misclassified"} <= set(tags["images"])
