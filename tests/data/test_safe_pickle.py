@@ -1,4 +1,5 @@
-"""Hostile pickles, each loaded in a subprocess: refused with one clear error, no crash, no payload run."""
+"""Hostile pickles, each loaded in process and in a subprocess: refused with one clear error, no crash, no payload
+run."""
 
 import builtins
 import copyreg
@@ -95,7 +96,20 @@ CASES = list(hostile_files(Path("/tmp"), Path("/tmp/x")))
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.slow  # a Python process per case
+def test_hostile_pickle_is_refused_in_process(tmp_path: Path, case: str) -> None:
+    from data.safe_pickle import UnsafePickleError, load_arrays
+
+    marker = tmp_path / "payload-ran"
+    content, expected = hostile_files(tmp_path, marker)[case]
+    path = tmp_path / f"{case}.pkl"
+    path.write_bytes(content)
+    with pytest.raises(UnsafePickleError, match=f"^{path}: ") as refused:
+        load_arrays(path)
+    assert expected in str(refused.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow  # a Python process per case: what the in-process test cannot see, a crash of the interpreter
 def test_hostile_pickle_is_refused_in_a_subprocess(tmp_path: Path, case: str) -> None:
     marker = tmp_path / "payload-ran"
     content, expected = hostile_files(tmp_path, marker)[case]
