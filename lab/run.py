@@ -2,7 +2,8 @@
 and say how it ended. train.py's Hydra main is `main` here.
 
 Every run leaves status.json in its run directory (running, completed, failed, stopped or pruned). A single
-run exits with 2 for a bad value or file, 1 for any other failure, 130/143 when stopped by a signal. In a
+run that does not complete raises (lab/outcomes.py): RunFailed (exit status 2 for a bad value or file, 1 for any
+other failure) or RunStopped (130/143 after a signal); the entry points turn them into exit statuses. In a
 multirun a failure is recorded and the sweep goes on (lab.sweep.callbacks.Sweep sums it up); a signal stops
 the sweep.
 """
