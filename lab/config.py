@@ -50,6 +50,21 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision: float32, or autocast
 _POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
 _NON_NEGATIVE_INT = (lambda v: type(v) is int and v >= 0, "an integer >= 0")
 _OPTIONAL_POSITIVE_INT = (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0")
+# The names models/blocks.py knows (tests/lab/test_config.py checks that the two lists agree): kept here as
+# strings so that checking a config costs no torch import.
+ACTIVATIONS, POOLS = ("gelu", "relu", "tanh"), ("avg", "max")
+
+
+def _number(test: Any) -> Any:
+    """A check for a number (not a bool) that also passes `test`."""
+    return lambda v: type(v) in (int, float) and test(v)
+
+
+def _optional(check: tuple[Any, str]) -> tuple[Any, str]:
+    """`check` for a key only some options of a group have (absent: nothing to check)."""
+    return lambda v: v is None or check[0](v), check[1]
+
+
 CHECKED_KEYS = {
     "seed": (lambda v: type(v) is int, "an integer"),
     "trainer.epochs": (
@@ -88,6 +103,18 @@ CHECKED_KEYS = {
     "trainer.max_steps": _OPTIONAL_POSITIVE_INT,
     "trainer.label_smoothing": (lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
     "trainer.histograms_every": _NON_NEGATIVE_INT,
+    # Keys of some options of a group only (model=resmlp's width, scheduler=step's gamma, ...); the models and
+    # schedules refuse the same values themselves, as plain modules do.
+    "model.activation": _optional((lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")),
+    "model.pool": _optional((lambda v: v in POOLS, f"one of {', '.join(POOLS)}")),
+    "model.width": _optional(_POSITIVE_INT),
+    "model.depth": _optional(_NON_NEGATIVE_INT),
+    "model.dropout": _optional((_number(lambda v: 0 <= v < 1), "a number in [0, 1)")),
+    "scheduler.warmup_fraction": _optional((_number(lambda v: 0 < v < 1), "a number in (0, 1)")),
+    "scheduler.every_epochs": _optional(_POSITIVE_INT),
+    "scheduler.gamma": _optional((_number(lambda v: v > 0), "a number > 0")),
+    "scheduler.min_lr": _optional((_number(lambda v: v >= 0), "a number >= 0")),
+    "optimizer.weight_decay": _optional((_number(lambda v: v >= 0), "a number >= 0")),
 }
 
 

@@ -129,6 +129,10 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
         ("augment.sigma=0", "augment.sigma must be a number of pixels > 0, got 0"),
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),
         ("trainer.label_smoothing=1", "trainer.label_smoothing must be a number in [0, 1), got 1"),
+        ("model.activation=swish", "model.activation must be one of gelu, relu, tanh, got 'swish'"),
+        ("model.pool=median", "model.pool must be one of avg, max, got 'median'"),
+        ("scheduler.warmup_fraction=1.5", "scheduler.warmup_fraction must be a number in (0, 1), got 1.5"),
+        ("optimizer.weight_decay=-0.1", "optimizer.weight_decay must be a number >= 0, got -0.1"),
     ],
 )
 def test_values_no_run_could_use_are_refused_by_key_and_value(override: str, message: str) -> None:
@@ -172,3 +176,22 @@ def test_every_named_experiment_composes_and_passes_the_checks() -> None:
         30,
     )
     assert compose("experiment=fashion_models").data.name == "fashion_mnist"
+
+
+def test_the_names_checked_here_are_the_ones_the_models_know() -> None:
+    from lab.config import ACTIVATIONS, POOLS
+    from models import blocks
+
+    assert (tuple(sorted(blocks.ACTIVATIONS)), tuple(sorted(blocks.POOLS))) == (ACTIVATIONS, POOLS)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.width=0", "model.width must be an integer > 0, got 0"),
+        ("model.dropout=1", "model.dropout must be a number in [0, 1), got 1"),
+    ],
+)
+def test_a_resmlp_value_is_refused_by_name(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^" + re.escape(message) + r"$"):
+        check_config(compose("model=resmlp", override))

@@ -296,7 +296,7 @@ def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path
     assert failed.value.exit_code == 2
     status = read_status(tmp_path)
     assert status["status"] == "failed" and status["exit_code"] == 2
-    assert status["error"] == "model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'"
+    assert status["error"] == "model.activation must be one of gelu, relu, tanh, got 'swish'"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # nothing else written
 
 
