@@ -11,6 +11,10 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
+# Under DDP the ranks agree on a stop every this many steps: an all-reduce and a read of its result synchronise
+# every process, which the loop avoids elsewhere; a stop then comes at most this many steps after the signal.
+AGREE_EVERY = 10
+
 
 class TrainingStopped(Exception):  # noqa: N818 (a stop, not an error)
     """Training stopped before its last epoch and saved `checkpoint`; `exit_code` is what the process returns."""
@@ -37,11 +41,12 @@ class StopRequests:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, max_steps: int | None = None, agree: Callable[[int], int] | None = None) -> None:
-        """`agree`: under DDP, the largest signal number any rank received (0: none), asked at every check so
-        that all ranks stop after the same step."""
+        """`agree`: under DDP, the largest signal number any rank received (0: none), asked every AGREE_EVERY
+        steps so that all ranks stop after the same step (a rank never stops on its own signal alone)."""
         self.max_steps = max_steps
         self.agree = agree
-        self.signum: int | None = None
+        self.received: int | None = None  # the signal this process got
+        self.signum: int | None = None  # the signal the run stops on (under DDP: once the ranks agreed)
         self.signalled_at = 0.0
         self._announced = False  # the stop has been logged
         self._previous: dict[int, object] = {}
@@ -57,18 +62,20 @@ class StopRequests:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if self.received is not None:
             if self.agree is not None and time.monotonic() - self.signalled_at < 2:
                 return  # torchrun sends its SIGTERM twice in a few milliseconds: one request
             raise KeyboardInterrupt  # asked twice: do not wait for the step
         # Noted only: logging here could re-enter a log write the signal interrupted (a "Logging error"
         # traceback); reached() says it, after the step.
-        self.signum, self.signalled_at = signum, time.monotonic()
+        self.received, self.signalled_at = signum, time.monotonic()
 
     def reached(self, step: int) -> bool:
         """True when the run should stop after global step `step`."""
-        if self.agree is not None and (agreed := self.agree(self.signum or 0)):
-            self.signum = self.signum or agreed  # another rank's signal stops this one too
+        if self.agree is None:
+            self.signum = self.received
+        elif step % AGREE_EVERY == 0 and (agreed := self.agree(self.received or 0)):
+            self.signum = self.received or agreed  # another rank's signal stops this one too
         if self.signum is not None and not self._announced:
             self._announced = True
             log.warning(f"{signal.Signals(self.signum).name} received: stopping after this step "

@@ -39,3 +39,25 @@ def test_max_steps_stops_after_that_step_with_exit_status_0(tmp_path: Path) -> N
         assert not stop.reached(19) and stop.reached(20)
     stopped = stop.stopped(epoch=1, step=20, checkpoint=tmp_path / "last.pt")
     assert stopped.exit_code == 0 and stopped.reason == "stopped at trainer.max_steps=20, in epoch 1"
+
+
+def test_under_ddp_the_ranks_agree_every_few_steps_and_never_stop_alone() -> None:
+    from trainer.stopping import AGREE_EVERY
+
+    asked: list[int] = []
+
+    def agree(received: int) -> int:  # what distributed.largest does: here, another rank got SIGTERM too
+        asked.append(received)
+        return max(received, signal.SIGTERM if len(asked) >= 2 else 0)
+
+    with StopRequests(agree=agree) as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # this rank's own signal
+        stopped_at = next(step for step in range(1, 5 * AGREE_EVERY) if stop.reached(step))
+    assert stopped_at == AGREE_EVERY  # not at step 1: the other ranks would wait in their next collective
+    assert asked == [signal.SIGINT]  # one agreement, at step AGREE_EVERY, not one a step
+    assert stop.signum == signal.SIGINT
+
+    asked.clear()
+    with StopRequests(agree=agree) as other:  # no signal here; another rank's stops this one at the same step
+        stopped_at = next(step for step in range(1, 5 * AGREE_EVERY) if other.reached(step))
+    assert (stopped_at, other.signum, asked) == (2 * AGREE_EVERY, signal.SIGTERM, [0, 0])
