@@ -104,18 +104,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def continue_from(resume: Resume, state: TrainState, checkpoints: Checkpoints, epochs: float) -> None:
-    """Load `resume` into `state`; bring its best.pt along when it continues in another directory. Where the
-    best weights are nowhere to be found, the best so far is forgotten: the epochs still to come choose it."""
+    """Load `resume` into `state`; bring its best.pt (and, with nothing left to train, its last.pt) along when
+    it continues in another directory (rank 0 alone under DDP). Where the best weights are nowhere to be found,
+    forget_lost_best settles what counts as the best so far."""
     state.load_state_dict(resume.checkpoint)
     progress = state.progress
     log.info(f"resuming from {resume.path} after {progress.step} steps ({progress.epoch} whole epochs)")
     source_best = resume.path.parent / BEST
-    if progress.best_epoch and source_best.resolve() != checkpoints.best.resolve() and source_best.is_file():
+    elsewhere = checkpoints.write and source_best.resolve() != checkpoints.best.resolve()
+    if progress.best_epoch and elsewhere and source_best.is_file():
         copy_checkpoint(source_best, checkpoints.best)
     if progress.best_epoch and not checkpoints.best.is_file():
         forget_lost_best(resume, state, checkpoints)
     if progress.epoch >= epochs:
-        if resume.path.resolve() != checkpoints.last.resolve():
+        if checkpoints.write and resume.path.resolve() != checkpoints.last.resolve():
             copy_checkpoint(resume.path, checkpoints.last)  # the new directory is a whole run: resumable too
         log.info(
             f"{resume.path}: all {epochs:g} epochs are trained, nothing left to train: testing its best weights"
