@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 # that the other worker's process wants.
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+slurm:  ## start a single-node SLURM cluster on this machine for hydra/launcher=slurm and the slurm tests (root)
+	bash scripts/slurm.sh up
+
+slurm-down:  ## stop the daemons `make slurm` started
+	bash scripts/slurm.sh down
 
 bench: data  ## throughput side by side with the classic pipeline, time to accuracy, the speedrun, per-run overhead, augmentation (~30 min on 2 cores)
 	$(PY) -m bench.throughput

@@ -16,6 +16,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from lab.sweep import slurm
 from lab.sweep.resume import sweep_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,12 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True, use_cache=True)
+for name, resolver in {
+    "slurm_gpus": slurm.gpus,
+    "slurm_cpus": slurm.cpus,
+    "slurm_mem_gb": slurm.mem_gb,
+}.items():
+    OmegaConf.register_new_resolver(name, resolver, replace=True, use_cache=True)  # hydra/launcher=slurm
 # configs/hydra/launcher/ray.yaml replaces hydra-ray-launcher's config of the same name on purpose; Hydra 1.3
 # still checks it against that schema (which it matches), and warns that it will stop doing so.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")

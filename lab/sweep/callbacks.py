@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from lab.outcomes import Refused, SweepFailed
 from lab.overrides import identity
 from lab.status import job_dirs, read_status
+from lab.sweep import slurm
 from lab.sweep.resume import check_resumable
 from trainer.speed import available_cpus
 
@@ -62,6 +63,10 @@ def uses_ray(launcher: DictConfig) -> bool:
     return str(launcher.get("_target_", "")).endswith("RayLauncher")
 
 
+def uses_slurm(launcher: DictConfig) -> bool:
+    return str(launcher.get("_target_", "")).endswith("submitit_launcher.SlurmLauncher")
+
+
 def jobs_at_once(launcher: DictConfig, jobs: int | None) -> int | None:
     """How many jobs `launcher` runs at the same time on this machine; None for a cluster (or unknown)."""
     target = str(launcher.get("_target_", ""))
@@ -93,6 +98,11 @@ class Sweep(Callback):
             raise Refused(
                 "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)"
             )
+        if uses_slurm(config.hydra.launcher):
+            if reason := slurm.refusal(config.hydra.launcher):
+                raise Refused(reason)
+            if not slurm.keeps_accounting():
+                slurm.watch_with_squeue()
         parallel = jobs_at_once(config.hydra.launcher, count_jobs(overrides))
         if parallel and parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
             threads = max(available_cpus() // parallel, 1)
