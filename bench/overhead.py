@@ -3,6 +3,9 @@
     python -m bench.overhead [--repeats 3] [overrides ...]
 
 Each repeat measures, one after the other:
+  (0) the floor: `python -c "import torch, torch._dynamo, hydra, omegaconf; from torch.utils.tensorboard import
+      SummaryWriter"`, the imports no run can avoid (torch.optim pulls in torch._dynamo); the target is an
+      overhead of at most the floor + 1.0 s;
   (1) `python train.py trainer.epochs=1 <overrides>` as a user runs it: wall time from the outside, minus
       metrics.json's `train_seconds` (compile warm-up, if any, counts as overhead);
   (2) the same run in a fresh interpreter that times its phases: interpreter start and exit, imports, config, data
@@ -99,8 +102,13 @@ def phases(run_dir: Path, overrides: list[str]) -> dict[str, float]:
     }
 
 
+FLOOR = "import torch, torch._dynamo, hydra, omegaconf; from torch.utils.tensorboard import SummaryWriter"
+TARGET_ABOVE_FLOOR = 1.0
+
+
 def one_repeat(workdir: Path, overrides: list[str]) -> dict[str, Any]:
-    """(1), (2) and (3) once."""
+    """(0) to (3) once."""
+    floor = wall([sys.executable, "-c", FLOOR])
     run_dir = workdir / "run"
     command = [sys.executable, "train.py", "trainer.epochs=1", *overrides, f"hydra.run.dir={run_dir}"]
     train_wall = wall(command)
@@ -114,6 +122,7 @@ def one_repeat(workdir: Path, overrides: list[str]) -> dict[str, Any]:
 
         Image.fromarray(read_idx(PROJECT_ROOT / "data").test_images[0].numpy()).save(digit)
     return {
+        "floor": floor,
         "train.py": {
             "wall": train_wall,
             "train_seconds": train_seconds,
@@ -137,25 +146,33 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             repeats.append(one_repeat(Path(tmp), args.overrides))
         r = repeats[-1]
-        print(f"repeat {repeat}/{args.repeats}: train.py overhead {r['train.py']['overhead']:.2f} s, "
+        print(f"repeat {repeat}/{args.repeats}: train.py overhead {r['train.py']['overhead']:.2f} s "
+              f"(floor {r['floor']:.2f} s), "
               f"evaluate.py {r['evaluate.py']:.2f} s, predict.py {r['predict.py']:.2f} s", flush=True)  # fmt: skip
     content = {
         "machine": machine(),
         "overrides": ["trainer.epochs=1", *args.overrides],
+        "floor": spread([r["floor"] for r in repeats]),
         "train.py overhead": spread([r["train.py"]["overhead"] for r in repeats]),
         "train.py wall": spread([r["train.py"]["wall"] for r in repeats]),
         "evaluate.py wall": spread([r["evaluate.py"] for r in repeats]),
         "predict.py wall": spread([r["predict.py"] for r in repeats]),
         "phases": {key: spread([r["phases"][key] for r in repeats]) for key in repeats[0]["phases"]},
     }
+    content["target"] = content["floor"]["median"] + TARGET_ABOVE_FLOOR
+    content["target met"] = content["train.py overhead"]["median"] <= content["target"]
     path = write_result("overhead", content, Path(args.out_dir))
     print("\n| phase | median s | min | max |\n|---|---:|---:|---:|")
     for key, value in content["phases"].items():
         print(f"| {key} | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |")
-    for key in ("train.py overhead", "train.py wall", "evaluate.py wall", "predict.py wall"):
+    for key in ("floor", "train.py overhead", "train.py wall", "evaluate.py wall", "predict.py wall"):
         value = content[key]
         print(f"| **{key}** | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |")
-    print(f"\nmedians of {args.repeats} repeats; written to {path}")
+    print(
+        f"\ntrain.py overhead {content['train.py overhead']['median']:.2f} s, target (floor + "
+        f"{TARGET_ABOVE_FLOOR:.1f} s) {content['target']:.2f} s: {'met' if content['target met'] else 'NOT met'}"
+    )
+    print(f"medians of {args.repeats} repeats; written to {path}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the sweep.
 """
 
 import logging
+import os
 import re
 import shutil
 import sys
@@ -393,12 +394,14 @@ def failed(job: Job, message: str, exit_code: int, details: str | None = None) -
 
 
 def stopped(job: Job, stop: TrainingStopped) -> None:
-    """Record a stopped run and say how to resume it; a signal raises RunStopped (it stops the whole sweep)."""
+    """Record a stopped run and say how to resume it; a signal raises RunStopped (it stops the whole sweep), except
+    in a SLURM job, where it came to this job alone."""
     job.status("stopped", reason=stop.reason, checkpoint=str(stop.checkpoint))
     log.warning(f"{stop.reason}; saved {stop.checkpoint}")
     if job.in_sweep:
         log.warning("resume the sweep with the same command and resume_sweep=last (or its directory)")
-        if stop.exit_code == 0:  # trainer.max_steps: this job is done for now, the sweep goes on
+        # trainer.max_steps, or SLURM stopping this one job (scancel, its time limit): the sweep goes on
+        if stop.exit_code == 0 or os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             return
     else:
         log.warning(f"resume with: {resume_command(job, stop.checkpoint)}")

@@ -1,4 +1,4 @@
-"""Why a run stops early: SIGINT/SIGTERM or `max_steps` (after the current step, with last.pt saved), or a
+"""Why a run stops early: SIGINT/SIGTERM/SIGUSR2 or `max_steps` (after the current step, with last.pt saved), or a
 loss that is no longer finite (before its update is applied)."""
 
 import logging
@@ -38,7 +38,8 @@ class StopRequests:
     """Within `with`, SIGINT and SIGTERM are noted instead of killing the run (a second one stops at once),
     and `reached(step)` says whether to stop after global step `step`: a signal came, or `max_steps`."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGUSR2: what SLURM sends before a job's time limit (submitit asks for it, hydra.launcher.signal_delay_s).
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else []))
 
     def __init__(self, max_steps: int | None = None, agree: Callable[[int], int] | None = None) -> None:
         """`agree`: under DDP, the largest signal number any rank received (0: none), asked every AGREE_EVERY

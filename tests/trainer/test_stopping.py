@@ -1,4 +1,5 @@
-"""trainer/stopping.py: SIGINT/SIGTERM are noted (a second one stops at once) and map to exit statuses 130/143;
+"""trainer/stopping.py: SIGINT/SIGTERM/SIGUSR2 (SLURM's time limit) are noted (a second one stops at once) and map
+to exit statuses 130/143/140;
 max_steps stops after its step; handlers are put back afterwards."""
 
 import os
@@ -10,7 +11,9 @@ import pytest
 from trainer.stopping import StopRequests
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR2, 140)]
+)
 def test_a_signal_is_noted_and_stops_after_the_step(tmp_path: Path, signum: int, status: int) -> None:
     before = signal.getsignal(signum)
     with StopRequests(max_steps=None) as stop:

@@ -100,9 +100,9 @@ def test_a_job_cancelled_mid_training_saves_last_pt_and_the_sweep_resumes_from_i
     (job_id,) = [p.name for p in (tmp_path / ".submitit").iterdir() if p.name[0].isdigit()]
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)  # as SLURM does before a preemption
     printed = first.communicate(timeout=120)[0]
-    assert first.returncode == 1, printed
+    assert first.returncode == 1 and "1 stopped" in printed, printed  # the job alone stopped, not the sweep
     status = json.loads((tmp_path / "0" / "status.json").read_text())
-    assert status["status"] == "stopped", printed
+    assert status["status"] == "stopped" and "stopped by SIGTERM" in status["reason"], printed
     assert load_checkpoint(tmp_path / "0" / "checkpoints" / "last.pt")["epoch"] >= 1
 
     again = run_script("train.py", *sweep, f"resume_sweep={tmp_path}")
