@@ -1,6 +1,8 @@
 """The one wrapper every entry point uses: a bad value or file ends the command with one line, `error: ...`,
 and exit status 2 (1 when the machine failed: a full disk), never a Python traceback."""
 
+import atexit
+import contextlib
 import difflib
 import logging
 import os
@@ -86,7 +88,22 @@ def exit_code(error: BaseException) -> int:
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     """Print `error: <message>` to stderr and exit."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(exit_code)
+    end(exit_code)
+
+
+def end(status: int) -> NoReturn:
+    """End the process with exit status `status`, skipping the interpreter's teardown: atexit's handlers run
+    (logging's flush, Ray's and joblib's shutdowns, weakref finalizers) and the standard streams are flushed,
+    then os._exit. Freeing torch's modules one by one at exit took 0.9-1.1 s of every command here (`python -c
+    "import torch, torch._dynamo"` spends that after its last line). Where pytest runs an entry point inside
+    its own process, an ordinary SystemExit."""
+    if "pytest" in sys.modules:
+        sys.exit(status)
+    atexit._run_exitfuncs()  # noqa: SLF001 (what the interpreter would call next; no public name)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach it
+            stream.flush()
+    os._exit(status)
 
 
 def configure_logging() -> None:
@@ -101,7 +118,7 @@ def configure_logging() -> None:
 def run(main: Callable[[list[str]], int]) -> NoReturn:
     """Run a script's `main(argv)` and exit with its status; a user error gives one line and status 2."""
     configure_logging()
-    sys.exit(_status(lambda: main(sys.argv[1:])))
+    end(_status(lambda: main(sys.argv[1:])))
 
 
 def run_hydra(main: Callable[[], object]) -> NoReturn:
@@ -109,7 +126,7 @@ def run_hydra(main: Callable[[], object]) -> NoReturn:
     line and exit status 2 instead of Hydra's report and 1; a run's or sweep's end, its exit status."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its report and exiting 1
     logging.raiseExceptions = False
-    sys.exit(_status(lambda: main() and 0))
+    end(_status(lambda: main() and 0))
 
 
 def _status(call: Callable[[], int | None]) -> int:

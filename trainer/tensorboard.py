@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -133,7 +134,7 @@ class RunLog:
             return
         matrix = confusion_matrix(predictions.predicted, predictions.labels, len(self.classes))
         figure = confusion_figure(matrix, split, self.classes, counts=full)  # each epoch: the fractions only
-        self.writer.add_figure(f"{split}/confusion_matrix", figure, step)
+        self.writer.add_image(f"{split}/confusion_matrix", np.asarray(figure), step, dataformats="HWC")
         tags = class_tags(self.classes)
         for tag, accuracy in zip(tags, per_class_accuracy(matrix).tolist(), strict=True):
             self.writer.add_scalar(f"{split}_class_acc/{tag}", accuracy, step)
@@ -146,7 +147,7 @@ class RunLog:
                     f"{split}_pr_curve/{tag}", predictions.labels == k, predictions.probs[:, k], step
                 )
             wrong = misclassified_figure(predictions, self.classes, self.mean_std)
-            self.writer.add_figure(f"{split}/misclassified", wrong, step)
+            self.writer.add_image(f"{split}/misclassified", np.asarray(wrong), step, dataformats="HWC")
 
     def close(self) -> None:
         """Flush and close the event file."""

@@ -16,7 +16,7 @@ from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_ta
 from trainer.evaluation import EpochStats, Predictions, predict
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from PIL.Image import Image
 
 USAGE = "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [config overrides]"
 
@@ -40,12 +40,12 @@ class Evaluation:
     def loss(self) -> float:
         return self.stats.loss
 
-    def confusion_figure(self) -> Figure:
+    def confusion_figure(self) -> Image:
         """The confusion matrix drawn: counts and row-normalised fractions."""
         title = f"{self.model_name}, {self.stats.images:,} test images"
         return confusion_figure(self.confusion, title, self.classes)
 
-    def misclassified_figure(self, limit: int = 64) -> Figure:
+    def misclassified_figure(self, limit: int = 64) -> Image:
         """The first `limit` misclassified images, each with its true and predicted class."""
         return misclassified_figure(self.predictions, self.classes, self.mean_std, limit)
 
@@ -74,8 +74,8 @@ def evaluate_trained(trained: Trained, out: str | None) -> str:
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    result.confusion_figure().savefig(path)
-    result.misclassified_figure().savefig(grid)
+    result.confusion_figure().save(path)
+    result.misclassified_figure().save(grid)
     images, correct = result.stats.images, int(result.confusion.diag().sum())
     return "\n".join([
         f"{trained.checkpoint}: {result.model_name} on {images:,} test images ({trained.cfg.data.name})",

@@ -40,13 +40,16 @@ def test_images_are_decodable_pngs_of_the_right_size(events: EventAccumulator, r
     assert [e.step for e in events.Images("val/confusion_matrix")] == [1, 2]  # every evaluation
     wrong = round((1 - json.loads((run_dir / "metrics.json").read_text())["test_acc"]) * TEST_IMAGES)
     grid_rows = max((min(wrong, 64) + 7) // 8, 1)  # 8 digits per row, at most 64
-    expected = {"val/confusion_matrix": (480, 432), "test/confusion_matrix": (960, 432),
-                "test/misclassified": (832, 120 * grid_rows)}  # fmt: skip
+    # One panel (the fractions) for validation; the test has the counts beside it.
+    panel = events.Images("val/confusion_matrix")[-1].width
+    expected = {"val/confusion_matrix": (panel, 480), "test/confusion_matrix": (2 * panel, 480),
+                "test/misclassified": (8 * 104, 30 + 108 * grid_rows)}  # fmt: skip
     for tag, size in expected.items():
         event = events.Images(tag)[-1]
         picture = Image.open(io.BytesIO(event.encoded_image_string))
         picture.load()  # decodes the whole image
         assert picture.format == "PNG" and picture.size == (event.width, event.height) == size
+    assert 10 * 40 < panel < 10 * 40 + 80  # ten 40-pixel cells and the class names
 
 
 def test_confusion_matrix_matches_an_independent_count(
