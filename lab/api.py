@@ -179,18 +179,19 @@ def load(run_dir: str | Path) -> Run:
 
 @contextlib.contextmanager
 def unchanged_process() -> Iterator[None]:
-    """Put back what a run sets for the whole process: torch's thread count, cuDNN's autotuner, and the
+    """Put back what a run sets for the whole process: torch's thread count, cuDNN's algorithm choice, and the
     environment (torch's compiler notes its cache folder there)."""
-    threads, benchmark, environment = (
+    threads, benchmark, deterministic, environment = (
         torch.get_num_threads(),
         torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
         dict(os.environ),
     )
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
         for key in os.environ.keys() - environment.keys():
             del os.environ[key]
         os.environ.update(environment)

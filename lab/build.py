@@ -115,7 +115,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     threads = configure_threads(
         cfg.trainer.threads or (max(available_cpus() // rank.local_world, 1) if rank else None)
     )
-    tune_for(device)
+    tune_for(device, cfg.trainer.cudnn_benchmark)
     train_batches, val_batches, test_batches = build_batches(cfg, device, rank)
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model, channels_last = build_model(cfg, device)

@@ -82,6 +82,7 @@ CHECKED_KEYS = {
     "trainer.eval_batch_size": _POSITIVE_INT,
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
     "trainer.compile": (lambda v: type(v) is bool, "true or false"),
+    "trainer.cudnn_benchmark": (lambda v: type(v) is bool, "true or false"),
     "trainer.compile_mode": (lambda v: v in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "trainer.threads": (

@@ -41,11 +41,14 @@ def configure_threads(threads: int | None) -> int:
     return count
 
 
-def tune_for(device: torch.device) -> None:
-    """On CUDA, let cuDNN time its convolution algorithms for the run's fixed batch shapes and keep the fastest
-    (cudnn.benchmark: the same results up to floating-point order, a one-off cost in the first steps)."""
+def tune_for(device: torch.device, benchmark: bool) -> None:
+    """On CUDA, choose cuDNN's convolution algorithms. With `benchmark`, cuDNN times them for the run's fixed
+    batch shapes and keeps the fastest, which may differ from one process to the next: a resumed run then
+    agrees with an unbroken one up to floating-point order, not bit for bit. Without it (the default), cuDNN
+    uses deterministic algorithms, so that a resumed run is bit-identical."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.deterministic = not benchmark
 
 
 def prefers_channels_last(model: nn.Module, setting: bool | str) -> bool:

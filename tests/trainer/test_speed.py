@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from models import LeNet, LeNetRes, ResBlockMLP
-from trainer.speed import available_cpus, configure_threads, default_threads, prefers_channels_last, warm_up
+from trainer.speed import (
+    available_cpus,
+    configure_threads,
+    default_threads,
+    prefers_channels_last,
+    tune_for,
+    warm_up,
+)
 
 
 def one_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -83,3 +90,16 @@ def test_omp_num_threads_set_by_the_user_is_kept(monkeypatch: pytest.MonkeyPatch
     assert default_threads() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert default_threads() == available_cpus()
+
+
+def test_cudnn_uses_deterministic_algorithms_unless_benchmark_is_asked() -> None:
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        tune_for(torch.device("cpu"), True)  # nothing to choose on a CPU
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
+        tune_for(torch.device("cuda"), False)  # the default: a resumed run is bit-identical
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        tune_for(torch.device("cuda"), True)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
