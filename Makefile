@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 # that the other worker's process wants.
 test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+gpu-check: data  ## the CUDA path in one command (~8 min on one GPU): the cuda tests, GPU epochs (fp32, bf16, compile modes, channels_last), the speedrun seeds 0-4; writes bench/results/gpu-<date>.json
+	$(PY) -m bench.gpu_check
 
 slurm:  ## start a single-node SLURM cluster on this machine for hydra/launcher=slurm and the slurm tests (root)
 	bash scripts/slurm.sh up

@@ -1,0 +1,110 @@
+"""The CUDA path verified in one command, `make gpu-check` (at most 8 minutes on one GPU):
+
+    python -m bench.gpu_check [--out-dir DIR] [--skip-tests]
+
+  (1) the tests marked `cuda` (pytest -m cuda): AMP bf16/fp16, exact resume on CUDA (deterministic cuDNN, and
+      equal up to rounding with trainer.cudnn_benchmark=true), evaluate and export on a GPU, the deferred
+      non-finite check;
+  (2) a LeNet-5 epoch on the GPU in each setting below (the second of two epochs, from metrics.json's history:
+      the first pays for cuDNN's and the compiler's warm-up);
+  (3) the speedrun (experiment=speedrun) on seeds 0-4: seconds to its end and test accuracy.
+Writes bench/results/gpu-<date>.json with the device's name and prints a table against the targets (an epoch
+under 0.5 s; the speedrun to 99% in under 0.76 s on every seed). Without a CUDA device it runs (1), whose tests
+then skip, says so, and writes nothing.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import RESULTS, machine, write_result
+from bench.time_to_accuracy import run_experiment
+from lab.config import PROJECT_ROOT, compose
+from lab.run import train
+
+EPOCH_TARGET_S, SPEEDRUN_TARGET_S, SPEEDRUN_ACCURACY = 0.5, 0.76, 0.99
+ON_GPU = ["trainer.device=cuda", "trainer.epochs=2", "trainer.histograms_every=0"]
+# A LeNet-5 epoch (60,000 images less the validation split, batches of 64) in each setting.
+VARIANTS = {
+    "fp32": [],
+    "bf16": ["trainer.precision=bf16"],
+    "fp16": ["trainer.precision=fp16"],
+    "fp32, channels_last": ["trainer.channels_last=true"],
+    "fp32, contiguous": ["trainer.channels_last=false"],
+    "fp32, cudnn_benchmark": ["trainer.cudnn_benchmark=true"],
+    "compile default": ["trainer.compile=true", "trainer.compile_mode=default"],
+    "compile reduce-overhead": ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"],
+    "compile max-autotune": ["trainer.compile=true", "trainer.compile_mode=max-autotune"],
+}
+SPEEDRUN_SEEDS = [0, 1, 2, 3, 4]
+
+
+def cuda_tests() -> dict[str, Any]:
+    """(1): `pytest -m cuda`, its exit status and its summary line."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    print(done.stdout[-3000:], flush=True)
+    return {"exit_status": done.returncode, "summary": lines[-1] if lines else done.stderr[-500:]}
+
+
+def epoch(name: str, overrides: list[str]) -> dict[str, Any]:
+    """(2): one setting's steady epoch on the GPU."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        metrics = train(compose(*ON_GPU, *overrides), Path(run_dir))
+    last = metrics["history"][-1]
+    row = {"setting": name, "overrides": overrides, "epoch_s": last["time/epoch_s"],
+           "images_per_second": last["throughput/img_per_s"], "compile_seconds": metrics["compile_seconds"],
+           "test_acc": metrics["test_acc"]}  # fmt: skip
+    print(f"{name:26s} epoch {row['epoch_s']:.3f} s  {row['images_per_second']:>10,.0f} img/s", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", default=str(RESULTS))
+    parser.add_argument("--skip-tests", action="store_true", help="only the benchmarks")
+    args = parser.parse_args(argv)
+    tests = None if args.skip_tests else cuda_tests()
+    if not torch.cuda.is_available():
+        print(
+            "no CUDA device here: the cuda tests skipped (above), and so do the GPU benchmarks; nothing written"
+        )
+        return
+    epochs = [epoch(name, overrides) for name, overrides in VARIANTS.items()]
+    speedrun = [run_experiment("speedrun", seed, ["trainer.device=cuda"]) for seed in SPEEDRUN_SEEDS]
+    fp32 = epochs[0]["epoch_s"]
+    slowest = max(run["seconds"] for run in speedrun)
+    every_seed_99 = all(run["test_acc"] >= SPEEDRUN_ACCURACY for run in speedrun)
+    content = {
+        "machine": machine(),
+        "device": torch.cuda.get_device_name(),
+        "cuda_tests": tests,
+        "epochs": epochs,
+        "speedrun": [
+            {k: run[k] for k in ("seed", "seconds", "test_acc", "compile_seconds")} for run in speedrun
+        ],
+        "targets": {
+            f"LeNet-5 epoch (fp32) under {EPOCH_TARGET_S} s": fp32 < EPOCH_TARGET_S,
+            f"speedrun to 99% under {SPEEDRUN_TARGET_S} s, every seed": every_seed_99
+            and slowest < SPEEDRUN_TARGET_S,
+        },
+    }
+    path = write_result("gpu", content, Path(args.out_dir))
+    print(f"\n{content['device']}: LeNet-5 epoch fp32 {fp32:.3f} s, bf16 {epochs[1]['epoch_s']:.3f} s; speedrun "
+          f"slowest seed {slowest:.2f} s, lowest accuracy {min(r['test_acc'] for r in speedrun):.2%}")  # fmt: skip
+    for target, met in content["targets"].items():
+        print(f"  {target}: {'met' if met else 'NOT met'}")
+    if tests is not None:
+        print(f"  cuda tests: {tests['summary']}")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
