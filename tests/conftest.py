@@ -5,7 +5,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -84,14 +83,6 @@ def run_script(script: str, *args: str, timeout: int = 600, **kwargs: object) ->
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)  # fmt: skip
-
-
-def next_second() -> None:
-    """Wait for the clock's next second. TensorBoard names an event file by the second, then the process id and a
-    per-process counter, and reads a directory's files in name order: a run resumed within the same second by
-    this process (whose counter may have gone from 9 to 10) could sort before the file it continues. A real
-    resume is a new process, seconds later."""
-    time.sleep(1 - time.time() % 1 + 0.01)
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:

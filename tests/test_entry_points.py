@@ -18,7 +18,7 @@ from data.sources import read_idx
 from lab.artifacts import load_trained
 from lab.config import PROJECT_ROOT, compose
 from lab.run import train
-from tests.conftest import next_second, run_script, scalars
+from tests.conftest import run_script, scalars
 from trainer.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,6 @@ def test_ctrl_c_saves_last_pt_and_exits_130_then_resume_finishes(mnist_root: Pat
     assert "Traceback" not in text, text
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] >= 1
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "stopped"
-    next_second()  # (see there)
     train(compose(*args[:-1], "resume=auto"), tmp_path)  # what `python train.py ... resume=auto` calls
     steps = [step for step, _ in scalars(tmp_path, "train/loss_per_step")]
     assert steps == list(range(1, 2 * 40 + 1))  # 5,000 images in batches of 128: 40 steps an epoch

@@ -8,6 +8,7 @@ are the curves above (so the Scalars tab holds only real curves).
 """
 
 import logging
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,19 @@ def epoch_scalars(train: EpochStats, val: EpochStats | None, lr: float) -> dict[
     return {tag: value for tag, value in zip(EPOCH_TAGS, values, strict=True) if value is not None}
 
 
+def _sort_last(log_dir: Path) -> None:
+    """Make the event file about to be opened in `log_dir` sort after those already there. TensorBoard reads a
+    directory's event files in name order, and a name begins with the second it was made in (then host, process
+    id, a counter): a resumed run's file made in the same second as the one it continues (a stop and resume
+    within a second, in one process) could sort first, and TensorBoard would drop the points read out of step
+    order. So wait for the next second in that case; a resume seconds later never waits."""
+    stamps = [
+        int(stamp) for p in log_dir.glob("events.out.tfevents.*") if (stamp := p.name.split(".")[3]).isdigit()
+    ]
+    if stamps and max(stamps) >= int(time.time()):
+        time.sleep(max(stamps) + 1 - time.time() + 0.01)
+
+
 class RunLog:
     """Everything a run writes to TensorBoard, through one SummaryWriter on `log_dir`; per-class tags and
     figures name the classes as `classes` does, and images are shown un-normalised with `mean_std`."""
@@ -69,6 +83,8 @@ class RunLog:
     ) -> None:
         """`write=False` (the ranks of a DDP job but rank 0): no event file, nothing drawn."""
         self.write = write
+        if write:
+            _sort_last(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir)) if write else _Discard()
         self.histograms_every = histograms_every  # epochs between weight/gradient histograms (0: never)
         self.classes, self.mean_std = list(classes), mean_std

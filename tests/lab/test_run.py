@@ -24,7 +24,7 @@ from lab.tools.evaluate import evaluate_trained
 from lab.tools.export import export_trained
 from lab.tools.predict import predict_files
 from models import LeNet
-from tests.conftest import next_second, scalars, tiny_config
+from tests.conftest import scalars, tiny_config
 from tests.data.test_images import product_photo
 from trainer.checkpoint import load_checkpoint
 from trainer.evaluation import evaluate
@@ -151,7 +151,6 @@ def test_resume_mid_epoch_matches_never_stopping(
     assert stop.value.exit_code == 0 and "in epoch 2" in stop.value.reason
     midway = load_checkpoint(stopped / "checkpoints" / "last.pt")
     assert (midway["epoch"], midway["step"], midway["loader"]["next_batch"]) == (1, 21, 5)
-    next_second()  # (see there)
     resumed = train(tiny_config(tiny_mnist, *overrides, "resume=auto"), stopped)
 
     final = [load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (straight, stopped)]

@@ -163,3 +163,18 @@ def test_run_log_writes_each_tag_where_tensorboard_reads_it(tmp_path: Path) -> N
         and events.Scalars("test_class_acc/8")[0].value == 1.0
     )
     assert {"val/confusion_matrix", "test/confusion_matrix", "test/misclassified"} <= set(tags["images"])
+
+
+def test_a_run_log_reopened_within_the_second_continues_where_tensorboard_reads_it(tmp_path: Path) -> None:
+    from trainer.tensorboard import STEP_LOSS_TAG, RunLog
+
+    for steps_before in range(3):  # a run stopped and resumed twice in the same second, as a test does
+        with RunLog(tmp_path, histograms_every=0) as run_log:
+            run_log.step_losses([float(steps_before)], steps_before=steps_before)
+    files = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert (
+        len({name.split(".")[3] for name in files}) == 3
+    )  # each file made in a later second than the one before
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars(STEP_LOSS_TAG)] == [(1, 0.0), (2, 1.0), (3, 2.0)]
