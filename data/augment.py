@@ -1,6 +1,7 @@
 """Random distortions of whole training batches on the device, each image with its own draw from the
 loader's seeded generator: affine (rotation, zoom, shear, translation) and Simard et al. (2003)'s elastic
-distortions, composed into one sampling grid and applied with one `grid_sample` per batch.
+distortions, composed into one sampling grid and applied with one `grid_sample` per batch; then left-right
+mirrors and random erasing (a blanked rectangle, cutout), for clothing: a mirrored digit can change meaning.
 
 torchvision.transforms.v2 draws one set of parameters per call, so per-image randomness would take a
 Python loop over the batch (measured in bench/augment.py); F.affine_grid and grid_sample do the whole batch.
@@ -26,11 +27,46 @@ class Augment:
     translate: float = 0.0  # translation in [-translate, translate] pixels, x and y apart
     alpha: float = 0.0  # elastic: displacement scale in pixels (0: no elastic distortion)
     sigma: float = 4.0  # elastic: standard deviation in pixels of the Gaussian smoothing the field
+    flip: float = 0.0  # probability of a left-right mirror, per image
+    erase: float = 0.0  # probability of blanking a rectangle, per image (random erasing, cutout)
+    erase_size: int = 12  # the rectangle's height and width, each drawn in [1, erase_size] pixels
 
     @property
     def distorts(self) -> bool:
         """Whether there is anything to resample (shifts aside)."""
         return any((self.degrees, self.scale, self.shear, self.translate, self.alpha))
+
+    @property
+    def masks(self) -> bool:
+        """Whether images are mirrored or erased."""
+        return bool(self.flip or self.erase)
+
+    def flip_and_erase(
+        self, images: Tensor, generator: torch.Generator, draws: int | None = None, part: slice = slice(None)
+    ) -> Tensor:
+        """Mirror images (B, H, W) left-right with probability `flip` and blank (set to 0, the background) a
+        rectangle with probability `erase`, its sides drawn in [1, erase_size] and its place anywhere inside the
+        image; each image with its own draws (for `draws` images, `part` of them kept, as in `__call__`).
+        Nothing is drawn for an option that is off, so the other draws stay as they were without it."""
+        n, (height, width), device = draws or len(images), images.shape[-2:], images.device
+        if self.flip:
+            mirrored = (torch.rand(n, generator=generator, device=device) < self.flip)[part]
+            images = torch.where(mirrored[:, None, None], images.flip(-1), images)
+        if self.erase:
+            u = torch.rand(n, 5, generator=generator, device=device)[part]
+            sides = 1 + (u[:, 1:3] * self.erase_size).long().clamp(max=self.erase_size - 1)  # height, width
+            top = (u[:, 3] * (height - sides[:, 0] + 1)).long()
+            left = (u[:, 4] * (width - sides[:, 1] + 1)).long()
+            rows = torch.arange(height, device=device)[None, :, None] - top[:, None, None]
+            cols = torch.arange(width, device=device)[None, None, :] - left[:, None, None]
+            inside = (
+                (rows >= 0)
+                & (rows < sides[:, 0, None, None])
+                & (cols >= 0)
+                & (cols < sides[:, 1, None, None])
+            )
+            images = images.masked_fill(inside & (u[:, 0] < self.erase)[:, None, None], 0)
+        return images
 
     def __call__(
         self, images: Tensor, generator: torch.Generator, draws: int | None = None, part: slice = slice(None)

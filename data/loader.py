@@ -73,7 +73,7 @@ class DeviceBatches:
         `mean_std`: the dataset's normalisation constants."""
         augment = augment or Augment()
         shuffle = seed is not None
-        if (augment.max_shift or augment.distorts) and not shuffle:
+        if (augment.max_shift or augment.distorts or augment.masks) and not shuffle:
             raise ValueError("random shifts and distortions are a training augmentation: they need a seed")
         self.images = images.to(device)  # uint8 (N, 28, 28): a quarter of float32's memory
         self.labels = labels.to(device)
@@ -146,6 +146,8 @@ class DeviceBatches:
             images = self.images.index_select(0, kept)
         if self.distortion is not None:
             images = self.distortion(images.unsqueeze(1).float(), generator, len(index), part).squeeze(1)
+        if self.augment.masks:
+            images = self.augment.flip_and_erase(images, generator, len(index), part)
         return images
 
     def preview(self, count: int = 64, seed: int = 0) -> Tensor:

@@ -56,6 +56,9 @@ def build_batches(
     )
     subset = cfg.data.train_subset  # None: all
     mean_std = (cfg.data.mean, cfg.data.std)
+    if cfg.augment.get("flip") and all(str(name).isdigit() for name in cfg.data.classes):
+        log.warning(f"augment.flip={cfg.augment.flip} mirrors digits, and a mirrored digit can change meaning "
+                    "(some 2s read as 5s): mirrors are meant for clothing (data=fashion_mnist)")  # fmt: skip
     train = DeviceBatches(
         train_images[:subset], train_labels[:subset], cfg.trainer.batch_size, device,
         seed=cfg.seed, augment=Augment(**cfg.augment), mean_std=mean_std,

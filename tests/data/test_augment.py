@@ -89,3 +89,46 @@ def test_gaussian_blur_keeps_the_mass_and_spreads_it_by_sigma() -> None:
     column = blurred[0, 0, :, 20]
     variance = (column * (torch.arange(41.0) - 20) ** 2).sum() / column.sum()
     assert math.sqrt(variance) == pytest.approx(3.0, rel=0.02)
+
+
+def test_a_flip_mirrors_each_image_it_draws_and_leaves_the_others() -> None:
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    assert torch.equal(
+        Augment(flip=1.0).flip_and_erase(images, torch.Generator().manual_seed(0)), images.flip(-1)
+    )
+    half = Augment(flip=0.5).flip_and_erase(images, torch.Generator().manual_seed(0))
+    mirrored = torch.rand(64, generator=torch.Generator().manual_seed(0)) < 0.5  # the draws it makes
+    assert torch.equal(half[mirrored], images[mirrored].flip(-1)) and torch.equal(
+        half[~mirrored], images[~mirrored]
+    )
+    assert 0 < int(mirrored.sum()) < 64
+
+
+def test_erasing_blanks_one_rectangle_of_the_drawn_size_inside_the_image() -> None:
+    images = torch.full((256, 28, 28), 255, dtype=torch.uint8)
+    erased = Augment(erase=1.0, erase_size=10).flip_and_erase(images, torch.Generator().manual_seed(0))
+    u = torch.rand(256, 5, generator=torch.Generator().manual_seed(0))  # the draws it makes
+    sides = 1 + (u[:, 1:3] * 10).long().clamp(max=9)
+    for image, (height, width) in zip(erased, sides.tolist(), strict=True):
+        rows, cols = (image == 0).nonzero(as_tuple=True)
+        assert len(rows) == height * width  # one filled rectangle of the drawn height and width
+        assert (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1) == (height, width)
+    assert {int(h) for h in sides[:, 0]} == set(range(1, 11))  # every size from 1 to erase_size is drawn
+    half = Augment(erase=0.5).flip_and_erase(images, torch.Generator().manual_seed(1))
+    assert 0.35 < float((half == 0).flatten(1).any(1).float().mean()) < 0.65  # about half of them erased
+
+
+def test_flip_and_erase_take_the_same_draws_per_image_on_every_rank() -> None:
+    images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    augment = Augment(flip=0.5, erase=0.5)
+    whole = augment.flip_and_erase(images, torch.Generator().manual_seed(3))
+    parts = [augment.flip_and_erase(images[k * 4 : (k + 1) * 4], torch.Generator().manual_seed(3), 8,
+                                    slice(k * 4, (k + 1) * 4)) for k in (0, 1)]  # fmt: skip
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_options_that_are_off_draw_nothing() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(4, 28, 28)
+    assert torch.equal(Augment().flip_and_erase(images, generator), images)
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())

@@ -1,12 +1,15 @@
 """lab/build.py: the refusals of a DDP job its settings cannot run (and lab/ddp.py's of a sweep under torchrun),
 each naming the key or variable."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from lab.build import check_ddp
+from lab.build import build_batches, check_ddp
 from lab.config import compose
 from lab.ddp import rank_argv
+from tests.conftest import tiny_config
 from trainer.distributed import Rank
 
 
@@ -30,3 +33,15 @@ def test_a_sweep_under_torchrun_is_refused_before_joining(monkeypatch: pytest.Mo
         rank_argv(["-m", "seed=0,1"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert rank_argv(["seed=1"]) == ["seed=1"]  # not in a job: unchanged
+
+
+def test_mirroring_digits_is_warned_about_and_clothing_is_not(
+    tiny_mnist: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cpu = torch.device("cpu")
+    build_batches(tiny_config(tiny_mnist, "augment=clothing"), cpu)
+    assert "mirrors digits" in caplog.text
+    caplog.clear()
+    clothing = [f"data.classes={list(range(10))}".replace("0", "'T-shirt'", 1)]  # any non-digit names
+    build_batches(tiny_config(tiny_mnist, "augment=clothing", *clothing), cpu)
+    assert "mirrors digits" not in caplog.text

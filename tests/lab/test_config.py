@@ -21,7 +21,7 @@ def options(group: str) -> list[str]:
 def test_groups_have_the_options_the_readme_promises() -> None:
     assert options("model") == ["lenet", "lenet_res", "resmlp"]
     assert options("data") == ["fashion_mnist", "fashion_mnist_pickle", "mnist", "mnist_pickle"]
-    assert options("augment") == ["affine", "affine_elastic", "elastic", "none", "shift"]
+    assert options("augment") == ["affine", "affine_elastic", "clothing", "elastic", "none", "shift"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["cosine", "none", "onecycle", "step"]
     assert options("trainer") == ["default"]

@@ -136,8 +136,12 @@ STEPS_PER_EPOCH = 16  # 500 tiny training images in batches of 32
 
 @pytest.mark.parametrize(
     "overrides",
-    [("model=resmlp",), ("augment=affine_elastic", "augment.max_shift=1")],
-    ids=["dropout", "distortions"],  # the RNG state matters; the loader's generator draws the distortions
+    [("model=resmlp",), ("augment=affine_elastic", "augment.max_shift=1"), ("augment=clothing",)],
+    ids=[
+        "dropout",
+        "distortions",
+        "crop_flip_erase",
+    ],  # the RNG state matters; the loader's generator draws the augmentations
 )
 def test_resume_mid_epoch_matches_never_stopping(
     tmp_path: Path, tiny_mnist: Path, overrides: tuple[str, ...]
