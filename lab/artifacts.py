@@ -87,6 +87,7 @@ ADDED_KEYS = [
     ("trainer.label_smoothing", 0.0, None),
     ("trainer.compile_mode", "default", None),
     ("trainer.cudnn_benchmark", True, None),  # cuDNN timed its algorithms on every CUDA run then
+    ("trainer.ema", None, None),
     ("model.pool", "avg", "models.LeNet"),
     ("data.name", "mnist", None),  # before Fashion-MNIST, every run was MNIST with its fixed constants
     ("data.mean", 0.1307, None),

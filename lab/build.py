@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data.augment import Augment
 from data.loader import DeviceBatches, split_validation
@@ -129,6 +130,9 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     )
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
     precision = Precision(AMP_DTYPES[cfg.trainer.precision], scaler)
+    ema = None  # made before compiling: validation runs the average eagerly
+    if cfg.trainer.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema), use_buffers=True)
     compile_seconds = None
     if cfg.trainer.compile:
         model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys
@@ -136,7 +140,9 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
         eval_sizes = set().union(*(b.batch_sizes() for b in evaluated))
         compile_seconds = warm_up(model, train_batches.batch_sizes(), eval_sizes)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-    state = TrainState(model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg))
+    state = TrainState(
+        model, optimizer, scheduler, train_batches, criterion, precision, config=to_plain(cfg), ema=ema
+    )
     if rank is not None:  # averages the gradients over the ranks at every step
         state.replica = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return Setup(device, state, val_batches, test_batches, threads, channels_last, compile_seconds)

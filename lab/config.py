@@ -83,6 +83,10 @@ CHECKED_KEYS = {
     "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
     "trainer.compile": (lambda v: type(v) is bool, "true or false"),
     "trainer.cudnn_benchmark": (lambda v: type(v) is bool, "true or false"),
+    "trainer.ema": (
+        lambda v: v is None or (type(v) is float and 0 < v < 1),
+        "null or a decay in (0, 1), e.g. 0.999",
+    ),
     "trainer.compile_mode": (lambda v: v in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "trainer.threads": (

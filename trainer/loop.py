@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from trainer.checkpoint import Checkpoints
@@ -37,6 +38,7 @@ def train_one_epoch(
     criterion: Criterion = F.cross_entropy,
     precision: Precision | None = None,
     tally: Tally | None = None,
+    ema: AveragedModel | None = None,
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
@@ -70,6 +72,8 @@ def train_one_epoch(
             precision.scaler.step(optimizer)
             precision.scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         tally.add(loss.detach() * len(labels), logits, labels)
         tally.step_losses.append(loss.detach())
     if step % check_every:
@@ -133,7 +137,7 @@ def _validate(
     """The epoch's validation (None without a validation split), its curves' values and its log line."""
     val, predictions = None, None
     if val_batches is not None:
-        val, predictions = predict(state.model, val_batches, amp_dtype=state.precision.dtype)
+        val, predictions = predict(state.evaluated, val_batches, amp_dtype=state.precision.dtype)
     scalars = epoch_scalars(train, val, lr=state.scheduler.get_last_lr()[0])
     validated = f"val loss {val.loss:.4f} acc {val.accuracy:.2%}" if val else "no validation"
     log.info(
@@ -186,7 +190,7 @@ def _train_epoch(
     try:
         train = train_one_epoch(
             state.stepped, batches(), state.optimizer, state.scheduler, criterion=state.criterion,
-            precision=state.precision, tally=tally,
+            precision=state.precision, tally=tally, ema=state.ema,
         )  # fmt: skip
         if state.replica is not None:  # DDP: every rank's part of the epoch, summed
             tally.reduce()
@@ -223,7 +227,7 @@ def final_evaluation(
 ) -> tuple[EpochStats, Predictions]:
     """Test once, with the weights that validated best (not merely the last ones); log it at `step`."""
     if state.progress.best_epoch:
-        state.model.load_state_dict(checkpoints.best_model())
-    test, predictions = predict(state.model, test_batches, amp_dtype=state.precision.dtype)
+        state.evaluated.load_state_dict(checkpoints.best_model())
+    test, predictions = predict(state.evaluated, test_batches, amp_dtype=state.precision.dtype)
     run_log.test(test, predictions, step)
     return test, predictions

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 
 from data.loader import DeviceBatches
 from trainer.evaluation import EpochStats
@@ -85,6 +86,14 @@ class TrainState:
     progress: Progress = field(default_factory=Progress)
     tally: dict[str, Any] | None = None
     replica: nn.Module | None = None  # under DDP: the DistributedDataParallel wrapper the steps go through
+    ema: AveragedModel | None = (
+        None  # trainer.ema: an exponential moving average of the weights, updated each step
+    )
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What validation and the test pass run: the weights' moving average (trainer.ema), or the model."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def stepped(self) -> nn.Module:
@@ -98,8 +107,15 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and plain values only."""
         scaler = self.precision.scaler
+        # With trainer.ema, "model" holds the averaged weights (those validated and tested, which evaluate, predict
+        # and export read) and "trained_model" the weights training continues from.
+        averaged = {} if self.ema is None else {
+            "model": self.ema.module.state_dict(), "trained_model": self.model.state_dict(),
+            "ema_updates": int(self.ema.n_averaged),
+        }  # fmt: skip
         return {
             "model": self.model.state_dict(),
+            **averaged,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -112,7 +128,10 @@ class TrainState:
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Continue from `checkpoint`, mid-epoch included: weights, schedule, data order and RNG come back."""
-        self.model.load_state_dict(checkpoint["model"])
+        self.model.load_state_dict(checkpoint.get("trained_model", checkpoint["model"]))
+        if self.ema is not None:  # a checkpoint without an average (trainer.ema added on resume) starts one
+            self.ema.module.load_state_dict(checkpoint["model"])
+            self.ema.n_averaged.fill_(checkpoint.get("ema_updates", 0))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.precision.scaler is not None and checkpoint["scaler"] is not None:

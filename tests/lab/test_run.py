@@ -104,10 +104,19 @@ def test_run_writes_metrics_checkpoints_and_tensorboard_curves(tmp_path: Path, t
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer per run directory
 
 
-def test_test_set_is_evaluated_with_the_best_checkpoint(tmp_path: Path, tiny_mnist: Path) -> None:
-    metrics, run_dir = run_tiny(tmp_path, tiny_mnist, "best", "trainer.epochs=2")
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_test_set_is_evaluated_with_the_best_checkpoint(
+    tmp_path: Path, tiny_mnist: Path, ema: float | None
+) -> None:
+    metrics, run_dir = run_tiny(
+        tmp_path, tiny_mnist, "best", "trainer.epochs=2", f"trainer.ema={ema or 'null'}"
+    )
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert ("trained_model" in best) is bool(
+        ema
+    )  # with trainer.ema, "model" holds the average: validated, tested
     model = LeNet()
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    model.load_state_dict(best["model"])
 
     data = read_idx(tiny_mnist, verify_md5=False)
     stats = evaluate(model, DeviceBatches(data.test_images, data.test_labels, 64, torch.device("cpu")))

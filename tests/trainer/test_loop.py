@@ -89,3 +89,27 @@ def test_on_cuda_a_non_finite_loss_is_found_without_a_per_step_synchronisation()
         train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), criterion=nan_from_step_7)
     assert error.value.step == 7 and error.value.value is None
     assert calls["n"] == 25  # read at the 25th step, not at every one
+
+
+def test_the_moving_average_of_the_weights_follows_its_formula_step_by_step() -> None:
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    images, labels = synthetic_digits(32 * 4, 0)
+    batches = DeviceBatches(
+        torch.from_numpy(images), torch.from_numpy(labels).long(), 32, torch.device("cpu")
+    )
+    torch.manual_seed(0)
+    model = LeNet()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    after_each_step = []
+    optimizer.register_step_post_hook(
+        lambda *_: after_each_step.append([p.detach().clone() for p in model.parameters()])
+    )
+    train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), ema=ema)
+    expected = after_each_step[0]  # the first update copies the weights
+    for weights in after_each_step[1:]:
+        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights, strict=True)]
+    assert len(after_each_step) == 4 and int(ema.n_averaged) == 4
+    for averaged, value in zip(ema.module.parameters(), expected, strict=True):
+        torch.testing.assert_close(averaged, value, rtol=1e-6, atol=1e-7)
