@@ -3,6 +3,7 @@
 python evaluate.py ckpt=outputs/2026-11-22/10-00-00-123456-42         # a run directory: its best.pt
 python evaluate.py ckpt=path/to/last.pt data=mnist_pickle data.source.path=data/mnist.pkl
 python evaluate.py ckpt=<run dir> out=confusion.png
+python evaluate.py ckpt=<run dir> tta=flip        # also with test-time augmentation (flip or shift), beside
 
 Loads the checkpoint with `weights_only=True` and the config its run trained with; prints accuracy, loss,
 per-class accuracy and the confusion matrix; saves the matrix and a grid of the misclassified digits as PNG
@@ -16,9 +17,9 @@ from lab.tools.evaluate import USAGE, evaluate_trained
 
 
 def main(argv: list[str]) -> int:
-    args, overrides = split_args(argv, ("ckpt", "out"))
+    args, overrides = split_args(argv, ("ckpt", "out", "tta"))
     cli.require(args, ("ckpt",), USAGE)
-    print(evaluate_trained(load_trained(args["ckpt"], overrides), args.get("out")))
+    print(evaluate_trained(load_trained(args["ckpt"], overrides), args.get("out"), args.get("tta")))
     return 0
 
 

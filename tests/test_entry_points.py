@@ -120,9 +120,10 @@ def test_evaluate_reproduces_the_recorded_test_accuracy(
     recorded = json.loads((run_dir / "metrics.json").read_text())
     out = tmp_path / "cm.png"
     done = run_script(
-        "evaluate.py", f"ckpt={run_dir}", f"out={out}", "data=mnist"
-    )  # read the IDX files this time
+        "evaluate.py", f"ckpt={run_dir}", f"out={out}", "data=mnist", "tta=shift"
+    )  # read the IDX files this time; with test-time augmentation reported beside
     assert done.returncode == 0, done.stderr
+    assert re.search(r"  with tta=shift: accuracy \d+\.\d\d%  loss \d\.\d{4}\n", done.stdout), done.stdout
     correct, total = (
         int(n.replace(",", "")) for n in re.search(r"\(([\d,]+) of ([\d,]+)\)", done.stdout).groups()
     )

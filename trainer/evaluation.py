@@ -1,7 +1,7 @@
 """Loss and accuracy kept on the device (`Tally`), and passes without gradients: `evaluate` and `predict`."""
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,33 @@ class Tally:
 def evaluate(model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | None = None) -> EpochStats:
     """Mean loss and accuracy of `model` over `batches`, in eval mode and without autograd."""
     return predict(model, batches, amp_dtype=amp_dtype)[0]
+
+
+def _shifts(x: Tensor) -> list[Tensor]:
+    """The images moved one pixel up, down, left and right (torch.roll: the pixel leaving one edge comes in at
+    the other, which on these images is background)."""
+    return [x.roll(step, dim) for dim in (-2, -1) for step in (-1, 1)]
+
+
+# Test-time augmentation: the views of a batch whose class probabilities are averaged with the batch's own.
+TTA_VIEWS: dict[str, Callable[[Tensor], list[Tensor]]] = {
+    "flip": lambda x: [x.flip(-1)],  # clothing: a mirrored digit can change meaning
+    "shift": _shifts,
+}
+
+
+class ViewAveraged(nn.Module):
+    """`model` with test-time augmentation: its class probabilities averaged over a batch and `views(batch)`,
+    returned as their logarithm (softmax gives the average back), so that `predict` and `evaluate` take it as
+    they take a model."""
+
+    def __init__(self, model: nn.Module, views: Callable[[Tensor], list[Tensor]]) -> None:
+        super().__init__()
+        self.model, self.views = model, views
+
+    def forward(self, x: Tensor) -> Tensor:
+        probs = [self.model(view).float().softmax(dim=1) for view in (x, *self.views(x))]
+        return torch.stack(probs).mean(dim=0).log()
 
 
 @torch.inference_mode()

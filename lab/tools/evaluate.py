@@ -13,12 +13,14 @@ from data.loader import DeviceBatches
 from lab.artifacts import Trained
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
-from trainer.evaluation import EpochStats, Predictions, predict
+from trainer.evaluation import TTA_VIEWS, EpochStats, Predictions, ViewAveraged, predict
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-USAGE = "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [config overrides]"
+USAGE = (
+    "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [tta=flip|shift] [config overrides]"
+)
 
 
 @dataclass
@@ -54,23 +56,28 @@ class Evaluation:
         return confusion_table(self.confusion, self.classes)
 
 
-def evaluate(trained: Trained) -> Evaluation:
-    """`trained` on the test split of its run's data source (or of the source its overrides name)."""
+def evaluate(trained: Trained, tta: str | None = None) -> Evaluation:
+    """`trained` on the test split of its run's data source (or of the source its overrides name); with `tta`
+    (a name of TTA_VIEWS: flip, shift), its probabilities averaged over each batch and those views of it."""
     cfg = trained.cfg
     mnist = read_data(cfg)
     mean_std = (cfg.data.mean, cfg.data.std)
     batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
                             mean_std=mean_std)  # fmt: skip
-    stats, predictions = predict(trained.model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
+    if tta is not None and tta not in TTA_VIEWS:
+        raise ValueError(f"tta={tta}: not a test-time augmentation; choose one of {', '.join(TTA_VIEWS)}")
+    model = trained.model if tta is None else ViewAveraged(trained.model, TTA_VIEWS[tta])
+    stats, predictions = predict(model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
     classes = list(cfg.data.classes)
     matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
     return Evaluation(type(trained.model).__name__, stats, predictions, matrix, classes, mean_std)
 
 
-def evaluate_trained(trained: Trained, out: str | None) -> str:
+def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None) -> str:
     """Evaluate on the test split of the run's data source; save the figures (default: <run dir>/evaluation/);
-    return the report to print."""
+    return the report to print. With `tta`, the figure with test-time augmentation is reported beside."""
     result = evaluate(trained)
+    augmented = evaluate(trained, tta) if tta else None
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +87,7 @@ def evaluate_trained(trained: Trained, out: str | None) -> str:
     return "\n".join([
         f"{trained.checkpoint}: {result.model_name} on {images:,} test images ({trained.cfg.data.name})",
         f"  accuracy {result.accuracy:.2%} ({correct:,} of {images:,})  loss {result.loss:.4f}",
+        *([f"  with tta={tta}: accuracy {augmented.accuracy:.2%}  loss {augmented.loss:.4f}"] if augmented else []),
         "",
         result.table(),
         "",
