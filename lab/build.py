@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data.augment import Augment
 from data.loader import DeviceBatches, split_validation
@@ -21,7 +20,7 @@ from trainer.device import choose_device
 from trainer.distributed import Rank
 from trainer.loop import run_steps
 from trainer.speed import available_cpus, configure_threads, prefers_channels_last, tune_for, warm_up
-from trainer.state import Precision, TrainState
+from trainer.state import Precision, TrainState, averaged_every_step
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     precision = Precision(AMP_DTYPES[cfg.trainer.precision], scaler)
     ema = None  # made before compiling: validation runs the average eagerly
     if cfg.trainer.ema:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema), use_buffers=True)
+        ema = averaged_every_step(model, optimizer, cfg.trainer.ema)
     compile_seconds = None
     if cfg.trainer.compile:
         model.compile(mode=cfg.trainer.compile_mode)  # in place: the state dict keeps its keys

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from trainer.checkpoint import Checkpoints
@@ -38,7 +37,6 @@ def train_one_epoch(
     criterion: Criterion = F.cross_entropy,
     precision: Precision | None = None,
     tally: Tally | None = None,
-    ema: AveragedModel | None = None,
 ) -> EpochStats:
     """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
 
@@ -72,8 +70,6 @@ def train_one_epoch(
             precision.scaler.step(optimizer)
             precision.scaler.update()
         scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
         tally.add(loss.detach() * len(labels), logits, labels)
         tally.step_losses.append(loss.detach())
     if step % check_every:
@@ -190,7 +186,7 @@ def _train_epoch(
     try:
         train = train_one_epoch(
             state.stepped, batches(), state.optimizer, state.scheduler, criterion=state.criterion,
-            precision=state.precision, tally=tally, ema=state.ema,
+            precision=state.precision, tally=tally,
         )  # fmt: skip
         if state.replica is not None:  # DDP: every rank's part of the epoch, summed
             tally.reduce()

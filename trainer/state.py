@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data.loader import DeviceBatches
 from trainer.evaluation import EpochStats
@@ -66,6 +66,14 @@ class Progress:
         self.train_images += train.images
         self.history.append({"epoch": epoch, **scalars})
         return improved
+
+
+def averaged_every_step(model: nn.Module, optimizer: Optimizer, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights and buffers (`decay` per step), updated after every
+    step `optimizer` takes (torch's step hook: a step the gradient scaler skips leaves it as it is)."""
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    optimizer.register_step_post_hook(lambda *_: ema.update_parameters(model))
+    return ema
 
 
 @dataclass

@@ -92,7 +92,7 @@ def test_on_cuda_a_non_finite_loss_is_found_without_a_per_step_synchronisation()
 
 
 def test_the_moving_average_of_the_weights_follows_its_formula_step_by_step() -> None:
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from trainer.state import averaged_every_step
 
     images, labels = synthetic_digits(32 * 4, 0)
     batches = DeviceBatches(
@@ -100,13 +100,13 @@ def test_the_moving_average_of_the_weights_follows_its_formula_step_by_step() ->
     )
     torch.manual_seed(0)
     model = LeNet()
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     after_each_step = []
     optimizer.register_step_post_hook(
         lambda *_: after_each_step.append([p.detach().clone() for p in model.parameters()])
     )
-    train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0), ema=ema)
+    ema = averaged_every_step(model, optimizer, 0.9)  # its hook runs after the one above
+    train_one_epoch(model, batches, optimizer, constant(optimizer, 0, 0))
     expected = after_each_step[0]  # the first update copies the weights
     for weights in after_each_step[1:]:
         expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights, strict=True)]
