@@ -7,7 +7,8 @@
       non-finite check;
   (2) the speedrun (experiment=speedrun) on seeds 0-4: seconds to its end and test accuracy;
   (3) a LeNet-5 epoch on the GPU in each setting below (the second of two epochs, from metrics.json's history:
-      the first pays for cuDNN's and the compiler's warm-up), the compiled ones last.
+      the first pays for cuDNN's and the compiler's warm-up), the compiled ones last, beside the compute floor
+      measured in the same run (train.py's step on one fixed batch: what the GPU and its launch costs allow).
 Writes bench/results/gpu-<date>.json with the device's name and prints a table against the targets (an epoch
 under 0.5 s; the speedrun to 99% in under 0.76 s on every seed). Without a CUDA device it runs (1), whose tests
 then skip, says so, and writes nothing. The JSON is rewritten after each measurement, so a check cut
@@ -18,12 +19,14 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench import RESULTS, machine, write_result
+from bench.throughput import FLOORS, build_contender, mnist_lab_epoch
 from bench.time_to_accuracy import run_experiment
 from lab.config import PROJECT_ROOT, compose
 from lab.run import train
@@ -47,7 +50,8 @@ SPEEDRUN_SEEDS = [0, 1, 2, 3, 4]
 
 def cuda_tests() -> dict[str, Any]:
     """(1): `pytest -m cuda`, its exit status and its summary line."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+                           "--continue-on-collection-errors"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True)  # fmt: skip
     lines = done.stdout.strip().splitlines()
     print(done.stdout[-3000:], flush=True)
@@ -63,6 +67,23 @@ def epoch(name: str, overrides: list[str]) -> dict[str, Any]:
            "images_per_second": last["throughput/img_per_s"], "compile_seconds": metrics["compile_seconds"],
            "test_acc": metrics["test_acc"]}  # fmt: skip
     print(f"{name:26s} epoch {row['epoch_s']:.3f} s  {row['images_per_second']:>10,.0f} img/s", flush=True)
+    return row
+
+
+def floor() -> dict[str, Any]:
+    """The compute floor in the same run: train.py's step on one fixed batch, nothing else (bench.throughput's
+    floor), LeNet-5, batches of 64, as many steps as an epoch; the second of two such epochs."""
+    setup = build_contender("lenet", 64, "cuda", None, "floor-eager-contiguous")
+    for _ in range(2):
+        start = time.perf_counter()
+        images_per_second = mnist_lab_epoch(setup, floor=True)
+        seconds = time.perf_counter() - start
+    row = {"setting": "floor", "overrides": FLOORS["floor-eager-contiguous"], "epoch_s": seconds,
+           "images_per_second": images_per_second, "compile_seconds": None, "test_acc": None}  # fmt: skip
+    print(
+        f"{'floor (one fixed batch)':26s} epoch {seconds:.3f} s  {images_per_second:>10,.0f} img/s",
+        flush=True,
+    )
     return row
 
 
@@ -101,13 +122,15 @@ def main(argv: list[str] | None = None) -> None:
         content["speedrun"].append({k: run[k] for k in ("seed", "seconds", "test_acc", "compile_seconds")})
         content["targets"] = targets(content)
         write_result("gpu", content, Path(args.out_dir))
+    content["epochs"].append(floor())
     for name, overrides in VARIANTS.items():
         content["epochs"].append(epoch(name, overrides))
         content["targets"] = targets(content)
         write_result("gpu", content, Path(args.out_dir))
     epochs = {row["setting"]: row["epoch_s"] for row in content["epochs"]}
     speedrun = content["speedrun"]
-    print(f"\n{content['device']}: LeNet-5 epoch fp32 {epochs['fp32']:.3f} s, bf16 {epochs['bf16']:.3f} s; speedrun "
+    print(f"\n{content['device']}: LeNet-5 epoch fp32 {epochs['fp32']:.3f} s, bf16 {epochs['bf16']:.3f} s (floor "
+        f"{epochs['floor']:.3f} s); speedrun "
           f"slowest seed {max(r['seconds'] for r in speedrun):.2f} s, "
           f"lowest accuracy {min(r['test_acc'] for r in speedrun):.2%}")  # fmt: skip
     for target, met in content["targets"].items():

@@ -64,7 +64,8 @@ def warm_up(model: nn.Module, train_sizes: Iterable[int], eval_sizes: Iterable[i
     """Run `model` once per batch size, training (forward and backward) and evaluating, then restore it.
 
     With a compiled model this does the compiling, so that epoch times show steady speed and the warm-up
-    is reported on its own. Weights, buffers (batch-norm statistics) and the RNG are left as they were.
+    is reported on its own. Weights, buffers (batch-norm statistics) and the RNG are left as they were. Each
+    call starts a new CUDA-graph step (compile modes reduce-overhead and max-autotune), as a training step does.
     """
     device = next(model.parameters()).device
     state, rng, was_training = copy.deepcopy(model.state_dict()), torch.get_rng_state(), model.training
@@ -72,10 +73,12 @@ def warm_up(model: nn.Module, train_sizes: Iterable[int], eval_sizes: Iterable[i
     model.train()
     for size in sorted(set(train_sizes)):
         images = torch.zeros(size, 1, 28, 28, device=device)
+        torch.compiler.cudagraph_mark_step_begin()
         F.cross_entropy(model(images), torch.zeros(size, dtype=torch.int64, device=device)).backward()
     model.eval()
     with torch.inference_mode():
         for size in sorted(set(eval_sizes)):
+            torch.compiler.cudagraph_mark_step_begin()
             model(torch.zeros(size, 1, 28, 28, device=device))
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)

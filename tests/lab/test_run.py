@@ -351,25 +351,28 @@ def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: 
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("precision", "benchmark"), [("fp32", False), ("bf16", False), ("fp32", True)])
+@pytest.mark.parametrize(("precision", "cudnn_benchmark"), [("fp32", False), ("bf16", False), ("fp32", True)])
 def test_on_cuda_a_run_trains_resumes_exactly_evaluates_and_exports(
-    tmp_path: Path, tiny_mnist: Path, precision: str, benchmark: bool
+    tmp_path: Path, tiny_mnist: Path, precision: str, cudnn_benchmark: bool
 ) -> None:
     on_cuda = (
         "trainer.device=cuda",
         f"trainer.precision={precision}",
-        f"trainer.cudnn_benchmark={benchmark}",
+        f"trainer.cudnn_benchmark={cudnn_benchmark}",
     )
     straight = train(tiny_config(tiny_mnist, *on_cuda), tmp_path / "straight")
-    assert straight["device"] == "cuda" and straight["test_acc"] > 0.5
-    assert torch.backends.cudnn.benchmark is benchmark and torch.backends.cudnn.deterministic is not benchmark
+    assert straight["device"] == "cuda:0" and straight["test_acc"] > 0.5
+    assert (
+        torch.backends.cudnn.benchmark is cudnn_benchmark
+        and torch.backends.cudnn.deterministic is not cudnn_benchmark
+    )
     with pytest.raises(TrainingStopped):
         train(tiny_config(tiny_mnist, *on_cuda, "trainer.max_steps=21"), tmp_path / "stopped")
     resumed = train(tiny_config(tiny_mnist, *on_cuda, "resume=auto"), tmp_path / "stopped")
     final = [
         load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["model"] for d in ("straight", "stopped")
     ]
-    if benchmark:  # cuDNN's fastest algorithms, chosen anew by the resumed process: equal up to rounding
+    if cudnn_benchmark:  # cuDNN's fastest algorithms, chosen anew on resume: equal up to rounding
         assert all(torch.allclose(final[0][k].float(), final[1][k].float(), atol=1e-3) for k in final[0])
     else:  # deterministic algorithms: bit for bit
         assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
