@@ -169,7 +169,9 @@ def train_built(
                        run_log=run_log, stop=StopRequests(cfg.trainer.max_steps, agree), on_epoch_end=on_epoch_end)  # fmt: skip
         if not main:
             return {}  # rank 0 tests the job's model and writes the results
-        test, predictions = final_evaluation(state, setup.test_batches, checkpoints, run_log, progress.epoch)
+        test, predictions, final_test_acc = final_evaluation(
+            state, setup.test_batches, checkpoints, run_log, progress.epoch
+        )
         if hparams is not None:
             run_log.hparams(*hparams)
     seconds = progress.train_seconds
@@ -183,6 +185,7 @@ def train_built(
         else None,  # None: not validated
         "test_loss": test.loss,
         "test_acc": test.accuracy,
+        "final_test_acc": final_test_acc,  # the last epoch's weights (test_acc: the best validated epoch's)
         "test_class_acc": class_accuracy(predictions, classes),
         "train_seconds": seconds,
         "images_per_second": progress.train_images / seconds if seconds else 0.0,
@@ -244,12 +247,20 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
             f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
             f"({metrics['images_per_second']:,.0f} images/s)",
             f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
-            f"weights of epoch {metrics['best_epoch']})",
+            f"weights of epoch {metrics['best_epoch']}){last_epoch(metrics)}",
             f"  best val. accuracy   {validated(metrics['best_val_acc'])}",
             f"  run directory        {run_dir}",
             f"  TensorBoard          {tensorboard} --logdir {run_dir}",
         ]
     )
+
+
+def last_epoch(metrics: dict[str, Any]) -> str:
+    """The last epoch's test accuracy, where the best validated epoch is an earlier one."""
+    best, final, history = metrics["best_epoch"], metrics.get("final_test_acc"), metrics["history"]
+    if final is None or not best or not history or best == history[-1]["epoch"]:
+        return ""
+    return f"; the last epoch's weights {final:.2%}"
 
 
 def validated(accuracy: float | None) -> str:

@@ -1,5 +1,5 @@
 """The training loop: `train_one_epoch`, and `fit`, which adds validation, TensorBoard, tqdm, checkpoints
-and stops; `final_evaluation` tests the best weights once at the end."""
+and stops; `final_evaluation` tests the best weights once at the end (and the last epoch's beside them)."""
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -220,10 +220,14 @@ def _located(error: NonFiniteLoss, epoch: int, steps_before: int, checkpoints: C
 
 def final_evaluation(
     state: TrainState, test_batches: Batches, checkpoints: Checkpoints, run_log: RunLog, step: int
-) -> tuple[EpochStats, Predictions]:
-    """Test once, with the weights that validated best (not merely the last ones); log it at `step`."""
+) -> tuple[EpochStats, Predictions, float]:
+    """Test once with the weights that validated best (not merely the last ones), logged at `step`; and return
+    the last epoch's test accuracy beside it (the same pass where the best epoch is the last)."""
+    final = None
+    if state.progress.best_epoch and state.progress.best_epoch != state.progress.epoch:
+        final, _ = predict(state.evaluated, test_batches, amp_dtype=state.precision.dtype)
     if state.progress.best_epoch:
         state.evaluated.load_state_dict(checkpoints.best_model())
     test, predictions = predict(state.evaluated, test_batches, amp_dtype=state.precision.dtype)
     run_log.test(test, predictions, step)
-    return test, predictions
+    return test, predictions, (final or test).accuracy

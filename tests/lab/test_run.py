@@ -20,6 +20,7 @@ from lab.config import compose
 from lab.outcomes import RunFailed
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
+from lab.tools.evaluate import evaluate as evaluate_checkpoint
 from lab.tools.evaluate import evaluate_trained
 from lab.tools.export import export_trained
 from lab.tools.predict import predict_files
@@ -438,3 +439,16 @@ def test_one_epoch_of_lenet_res_on_fashion_mnist_reaches_85_percent(tmp_path: Pa
     results = predict_files(trained, str(tmp_path))
     right = sum(r["top3"][0]["name"] == names[items.test_labels[k]] for k, r in enumerate(results))
     assert right >= 0.75 * len(results), right  # the model's 86% on the set's own images
+
+
+def test_the_last_epochs_test_accuracy_is_reported_beside_the_best_validated_ones(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    metrics = train(tiny_config(tiny_mnist, "trainer.epochs=4", "optimizer.lr=0.01"), tmp_path)
+    assert metrics["best_epoch"] < 4  # the case where the two differ: a later epoch never validated better
+    best, last = (
+        evaluate_checkpoint(load_trained(str(tmp_path / "checkpoints" / name), [])).accuracy
+        for name in ("best.pt", "last.pt")
+    )
+    assert metrics["test_acc"] == best and metrics["final_test_acc"] == last
+    assert f"the last epoch's weights {last:.2%}" in summary(metrics, tmp_path)
