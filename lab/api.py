@@ -101,13 +101,14 @@ class Run:
         classes = probabilities.argmax(dim=1).tolist()
         return Predictions(classes, [data.classes[k] for k in classes], probabilities)
 
-    def evaluate(self, *overrides: str) -> Evaluation:
-        """The best model on the official test set (or the data source `overrides` name): accuracy, loss,
-        every prediction, the confusion matrix and its figures."""
+    def evaluate(self, *overrides: str, tta: str | None = None, split: str = "test") -> Evaluation:
+        """The best model on the official test set (or the data source `overrides` name; `split="val"`: the
+        validation images the run held out): accuracy, loss, every prediction, the confusion matrix and its
+        figures; with `tta` ("flip" or "shift"), probabilities averaged over those views of each image."""
         from lab.tools.evaluate import evaluate
 
         trained = load_trained(str(self.run_dir), list(overrides)) if overrides else self.trained
-        return evaluate(trained)
+        return evaluate(trained, tta, split)
 
 
 def model_input(images: ImageLike | Sequence[ImageLike], dataset: str, mean: float, std: float) -> Tensor:

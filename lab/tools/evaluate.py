@@ -9,23 +9,29 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from data.loader import DeviceBatches
+from data.loader import DeviceBatches, split_validation
 from lab.artifacts import Trained
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
 from trainer.evaluation import TTA_VIEWS, EpochStats, Predictions, ViewAveraged, predict
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from PIL.Image import Image
 
+    from data.sources import MNISTData
+
 USAGE = (
-    "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [tta=flip|shift] [config overrides]"
+    "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [tta=flip|shift] [split=test|val] "
+    "[config overrides]"
 )
+SPLITS = {"test": "test", "val": "validation"}  # split= -> how reports name it
 
 
 @dataclass
 class Evaluation:
-    """A model's results on a test set: loss and accuracy, every prediction, the confusion matrix."""
+    """A model's results on a test (or validation) set: loss and accuracy, every prediction, the confusion
+    matrix."""
 
     model_name: str
     stats: EpochStats
@@ -33,6 +39,7 @@ class Evaluation:
     confusion: Tensor  # (10, 10) counts: rows the true class, columns the predicted one
     classes: list[str]
     mean_std: tuple[float, float]
+    split: str = "test"
 
     @property
     def accuracy(self) -> float:
@@ -44,7 +51,7 @@ class Evaluation:
 
     def confusion_figure(self) -> Image:
         """The confusion matrix drawn: counts and row-normalised fractions."""
-        title = f"{self.model_name}, {self.stats.images:,} test images"
+        title = f"{self.model_name}, {self.stats.images:,} {SPLITS[self.split]} images"
         return confusion_figure(self.confusion, title, self.classes)
 
     def misclassified_figure(self, limit: int = 64) -> Image:
@@ -56,28 +63,45 @@ class Evaluation:
         return confusion_table(self.confusion, self.classes)
 
 
-def evaluate(trained: Trained, tta: str | None = None) -> Evaluation:
-    """`trained` on the test split of its run's data source (or of the source its overrides name); with `tta`
-    (a name of TTA_VIEWS: flip, shift), its probabilities averaged over each batch and those views of it."""
+def evaluate(trained: Trained, tta: str | None = None, split: str = "test") -> Evaluation:
+    """`trained` on the test split of its run's data source (or of the source its overrides name), or with
+    `split="val"` on the validation images its run held out; with `tta` (a name of TTA_VIEWS: flip, shift), its
+    probabilities averaged over each batch and those views of it."""
     cfg = trained.cfg
-    mnist = read_data(cfg)
-    mean_std = (cfg.data.mean, cfg.data.std)
-    batches = DeviceBatches(mnist.test_images, mnist.test_labels, cfg.trainer.eval_batch_size, trained.device,
-                            mean_std=mean_std)  # fmt: skip
     if tta is not None and tta not in TTA_VIEWS:
         raise ValueError(f"tta={tta}: not a test-time augmentation; choose one of {', '.join(TTA_VIEWS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split={split}: not a split; choose test (the official test set) or val")
+    images, labels = split_images(cfg, read_data(cfg), split)
+    mean_std = (cfg.data.mean, cfg.data.std)
+    batches = DeviceBatches(images, labels, cfg.trainer.eval_batch_size, trained.device, mean_std=mean_std)
     model = trained.model if tta is None else ViewAveraged(trained.model, TTA_VIEWS[tta])
     stats, predictions = predict(model, batches, amp_dtype=AMP_DTYPES[cfg.trainer.precision])
     classes = list(cfg.data.classes)
     matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
-    return Evaluation(type(trained.model).__name__, stats, predictions, matrix, classes, mean_std)
+    return Evaluation(type(trained.model).__name__, stats, predictions, matrix, classes, mean_std, split)
 
 
-def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None) -> str:
-    """Evaluate on the test split of the run's data source; save the figures (default: <run dir>/evaluation/);
-    return the report to print. With `tta`, the figure with test-time augmentation is reported beside."""
-    result = evaluate(trained)
-    augmented = evaluate(trained, tta) if tta else None
+def split_images(cfg: DictConfig, mnist: MNISTData, split: str) -> tuple[Tensor, Tensor]:
+    """The images and labels of `split`: the official test set, or the validation images the run held out of
+    the training set (the same ones: data.validation_size and data.split_seed of its config)."""
+    if split == "test":
+        return mnist.test_images, mnist.test_labels
+    _, (images, labels) = split_validation(
+        mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
+    )
+    if not len(labels):
+        raise ValueError("split=val: this run trained without a validation split (data.validation_size=0); "
+                         "use split=test")  # fmt: skip
+    return images, labels
+
+
+def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None, split: str = "test") -> str:
+    """Evaluate on the test split of the run's data source (or its validation split); save the figures
+    (default: <run dir>/evaluation/); return the report to print. With `tta`, the figure with test-time
+    augmentation is reported beside."""
+    result = evaluate(trained, split=split)
+    augmented = evaluate(trained, tta, split) if tta else None
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +109,7 @@ def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None) 
     result.misclassified_figure().save(grid)
     images, correct = result.stats.images, int(result.confusion.diag().sum())
     return "\n".join([
-        f"{trained.checkpoint}: {result.model_name} on {images:,} test images ({trained.cfg.data.name})",
+        f"{trained.checkpoint}: {result.model_name} on {images:,} {SPLITS[split]} images ({trained.cfg.data.name})",
         f"  accuracy {result.accuracy:.2%} ({correct:,} of {images:,})  loss {result.loss:.4f}",
         *([f"  with tta={tta}: accuracy {augmented.accuracy:.2%}  loss {augmented.loss:.4f}"] if augmented else []),
         "",

@@ -452,3 +452,14 @@ def test_the_last_epochs_test_accuracy_is_reported_beside_the_best_validated_one
     )
     assert metrics["test_acc"] == best and metrics["final_test_acc"] == last
     assert f"the last epoch's weights {last:.2%}" in summary(metrics, tmp_path)
+    # split=val: the validation images the run held out, so the best epoch's recorded figure comes back
+    validated = evaluate_checkpoint(load_trained(str(tmp_path), []), split="val")
+    assert validated.accuracy == metrics["best_val_acc"] and validated.stats.images == 100
+
+
+def test_evaluating_on_the_validation_split_of_a_run_without_one_says_so(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    train(tiny_config(tiny_mnist, "trainer.epochs=1", "data.validation_size=0"), tmp_path)
+    with pytest.raises(ValueError, match=r"split=val: this run trained without a validation split"):
+        evaluate_checkpoint(load_trained(str(tmp_path), []), split="val")
