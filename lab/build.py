@@ -108,7 +108,8 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     if rank is not None:
         check_ddp(cfg, rank)
     device = choose_device(cfg.trainer.device, rank.local if rank else job)
-    if device.type == "cuda" and device.index is None:  # one GPU per process of the node
+    # torch.cuda.set_device needs an index: an unindexed cuda is the rank's GPU, else the current one
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", rank.local if rank else torch.cuda.current_device())
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL's collectives run on the current device
