@@ -115,23 +115,24 @@ def main(argv: list[str] | None = None) -> None:
         return
     content = {"machine": machine(), "device": torch.cuda.get_device_name(), "cuda_tests": tests,
                "speedrun": [], "epochs": [], "targets": {}}  # fmt: skip
-    path = write_result("gpu", content, Path(args.out_dir))
-    # The file is rewritten after each measurement: a check cut short keeps what it measured.
+    out_dir = Path(args.out_dir)
+
+    def keep(section: str, row: dict[str, Any]) -> Path:
+        """Add a measurement and rewrite the file: a check cut short keeps what it measured."""
+        content[section].append(row)
+        content["targets"] = targets(content)
+        return write_result("gpu", content, out_dir)
+
     for seed in SPEEDRUN_SEEDS:
         run = run_experiment("speedrun", seed, ["trainer.device=cuda"])
-        content["speedrun"].append({k: run[k] for k in ("seed", "seconds", "test_acc", "compile_seconds")})
-        content["targets"] = targets(content)
-        write_result("gpu", content, Path(args.out_dir))
-    content["epochs"].append(floor())
+        keep("speedrun", {k: run[k] for k in ("seed", "seconds", "test_acc", "compile_seconds")})
+    keep("epochs", floor())
     for name, overrides in VARIANTS.items():
-        content["epochs"].append(epoch(name, overrides))
-        content["targets"] = targets(content)
-        write_result("gpu", content, Path(args.out_dir))
+        path = keep("epochs", epoch(name, overrides))
     epochs = {row["setting"]: row["epoch_s"] for row in content["epochs"]}
     speedrun = content["speedrun"]
-    print(f"\n{content['device']}: LeNet-5 epoch fp32 {epochs['fp32']:.3f} s, bf16 {epochs['bf16']:.3f} s (floor "
-        f"{epochs['floor']:.3f} s); speedrun "
-          f"slowest seed {max(r['seconds'] for r in speedrun):.2f} s, "
+    print(f"\n{content['device']}: LeNet-5 epoch fp32 {epochs['fp32']:.3f} s, bf16 {epochs['bf16']:.3f} s "
+          f"(floor {epochs['floor']:.3f} s); speedrun slowest seed {max(r['seconds'] for r in speedrun):.2f} s, "
           f"lowest accuracy {min(r['test_acc'] for r in speedrun):.2%}")  # fmt: skip
     for target, met in content["targets"].items():
         print(f"  {target}: {'met' if met else 'NOT met'}")
