@@ -11,6 +11,8 @@ multirun a job that fails is recorded as failed and the others go on; the sweep 
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import lab.config  # noqa: F401  (registers the resolvers the configs use)
@@ -20,7 +22,7 @@ from lab import cli, ddp, run
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One run, or one job of a sweep (lab/run.py)."""
-    return run.main(cfg)
+    return cli.keeping_outcome(lambda: run.main(cfg), HydraConfig.get().mode == RunMode.RUN)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from lab.artifacts import Trained, load_trained
 from lab.cli import OUR_LOGGERS, user_message
 from lab.config import compose
 from lab.outcomes import RunStopped
+from lab.ownership import owned
 from lab.run import Job, run_job
 from lab.status import read_status
 
@@ -135,7 +137,8 @@ def as_pixels(image: ImageLike, dataset: str) -> Tensor:
 def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     """Train as `python train.py <overrides>` does, into the same kind of run directory (outputs/<date>/<time>,
     or `run_dir`), and return the finished Run. A bad value raises (RunFailed, ValueError) with the one line
-    the script prints; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt."""
+    the script prints; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt; a
+    stop at trainer.max_steps (or on SIGTERM) raises RunStopped, whose message names last.pt."""
     try:
         cfg = compose(*overrides, return_hydra_config=True)
     except HydraException as error:
@@ -143,12 +146,17 @@ def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     setup_globals()  # Hydra's `now` resolver, which the run directory's name uses
     job = Job(Path(run_dir or cfg.hydra.run.dir).absolute(), list(cfg.hydra.overrides.task), None,
               dict(cfg.hydra.runtime.choices))  # fmt: skip
-    task = record_config(cfg, job.run_dir)
-    with unchanged_process(), logging_to(job.run_dir / "train.log"):
-        try:
-            run_job(task, job)
-        except RunStopped as stop:
-            raise KeyboardInterrupt(str(stop)) from None
+    with owned(job.run_dir, cfg.get("resume"), "run_dir" if run_dir else "hydra.run.dir"):
+        task = record_config(cfg, job.run_dir)
+        with unchanged_process(), logging_to(job.run_dir / "train.log"):
+            try:
+                run_job(task, job)
+            except RunStopped as stop:
+                if (
+                    stop.exit_code != 128 + signal.SIGINT
+                ):  # trainer.max_steps or SIGTERM: nobody pressed Ctrl-C
+                    raise
+                raise KeyboardInterrupt(str(stop)) from None
     return load(job.run_dir)
 
 

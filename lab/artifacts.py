@@ -11,9 +11,9 @@ from torch import nn
 
 from data.augment import Augment
 from lab.build import build_model
-from lab.config import compose, to_plain
+from lab.config import check_targets, compose, leaves, to_plain
 from lab.overrides import override_key
-from trainer.checkpoint import BEST, LAST, RUN_KEYS, load_checkpoint, load_weights
+from trainer.checkpoint import BEST, LAST, RUN_KEYS, CheckpointError, load_checkpoint, load_weights
 from trainer.device import choose_device
 from trainer.files import atomic_write
 
@@ -52,12 +52,12 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
     data.source.path=x.pkl replaces `data`), composed from configs/ as train.py would."""
     path = checkpoint_path(ckpt, BEST, "ckpt")
     checkpoint = load_checkpoint(path)
-    cfg = saved_config(checkpoint)
+    cfg = saved_config(checkpoint, path)
     if overrides:
         composed = compose(*overrides)
         for group in {override_key(o).split(".", 1)[0] for o in overrides}:
             cfg[group] = composed[group]
-        trained_on = saved_config(checkpoint).data.name
+        trained_on = saved_config(checkpoint, path).data.name
         if cfg.data.name != trained_on:
             raise ValueError(
                 f"{path} was trained on {trained_on}; these overrides ask for {cfg.data.name} "
@@ -96,9 +96,20 @@ ADDED_KEYS = [
 ]
 
 
-def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The config a checkpoint was trained with; keys added since it was written get the value it used."""
-    cfg = OmegaConf.create(checkpoint["config"])
+def saved_config(checkpoint: dict[str, Any], path: Path | str = "checkpoint") -> DictConfig:
+    """The config a checkpoint (read from `path`) was trained with, checked as data: it names only what the
+    lab builds itself (lab.config.check_targets) and holds no interpolation (a saved config is resolved, and
+    a resolver would run when read). Keys added since it was written get the value it used."""
+    config = checkpoint["config"]
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this project: its config is a "
+                              f"{type(config).__name__}, not a mapping")  # fmt: skip
+    for key, value in leaves(config):
+        if isinstance(value, str) and "${" in value:
+            raise CheckpointError(f"{path}: refused: its config holds an interpolation at {key} ({value[:60]!r}), "
+                                  "which a saved config never does; nothing was built")  # fmt: skip
+    check_targets(config, str(path))
+    cfg = OmegaConf.create(config)
     if "augment" not in cfg:  # written before the augment group, when data.max_shift was the augmentation
         cfg.augment = asdict(Augment(max_shift=cfg.data.pop("max_shift", 0)))
     for key, value, target in ADDED_KEYS:
@@ -136,7 +147,7 @@ def differing(then: Any, now: Any, key: str) -> list[tuple[str, Any, Any]]:
 def load_resume(path: Path, cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint at `path` (weights only) and refuse it if it was made under a different config."""
     checkpoint = load_checkpoint(path, needs=RUN_KEYS)
-    saved, current = saved_config(checkpoint), OmegaConf.create(to_plain(cfg))
+    saved, current = saved_config(checkpoint, path), OmegaConf.create(to_plain(cfg))
     differences = [
         f"{key}: checkpoint {then!r}, now {now!r}"
         for name in RESUME_MUST_MATCH

@@ -125,12 +125,44 @@ def run(main: Callable[[list[str]], int]) -> NoReturn:
     end(_status(lambda: main(sys.argv[1:])))
 
 
+_kept: list[RunFailed | RunStopped] = []  # how a single run under run_hydra ended, kept past Hydra
+
+
+def keeping_outcome(task: Callable[[], object], single_run: bool) -> object:
+    """`task()`, inside a `@hydra.main` function; a single run's RunFailed or RunStopped is kept for
+    run_hydra instead of raised through Hydra, which would print "Error executing job with overrides" after
+    the run's own line (a max_steps stop, exit status 0, included). A sweep's pass through: Hydra records
+    them per job."""
+    try:
+        return task()
+    except (RunFailed, RunStopped) as ended:
+        if not single_run:
+            raise
+        _kept.append(ended)
+        return None
+
+
 def run_hydra(main: Callable[[], object]) -> NoReturn:
     """Run a `@hydra.main` function: Hydra's errors (an unknown option or key, a bad override) become one
     line and exit status 2 instead of Hydra's report and 1; a run's or sweep's end, its exit status."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its report and exiting 1
     logging.raiseExceptions = False
-    end(_status(lambda: main() and 0))
+
+    def call() -> int:
+        main()
+        if _kept:
+            raise _kept.pop()
+        return 0
+
+    end(_status(call))
+
+
+class BelowWarning(logging.Filter):
+    """Lets through what is less than a warning: a run's progress goes to stdout, its warnings and errors to
+    stderr, where scripts and schedulers look (configs/config.yaml's job_logging)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
 
 
 def _status(call: Callable[[], int | None]) -> int:

@@ -5,6 +5,8 @@ Importing this module registers the resolvers (`${project_root:}`, `${pid:}`, `$
 code that composes or loads a config of this project imports it first.
 """
 
+import functools
+import inspect
 import math
 import os
 import warnings
@@ -133,10 +135,87 @@ CHECKED_KEYS = {
 }
 
 
+# The places where a config names a callable to build, and the config group whose options list the callables
+# allowed there: the `_target_`s of configs/<group>/*.yaml are the lab's registry. Nothing else is ever built.
+BUILT_AT = {"model": "model", "data.source": "data", "optimizer": "optimizer", "scheduler": "scheduler"}
+# What the lab passes to those callables itself: never a config's to set.
+PASSED_BY_THE_LAB = {"params", "optimizer", "total_steps", "steps_per_epoch"}
+INSTANTIATE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+HOW_TO_BUILD = {
+    "_partial_": (True, False),
+    "_convert_": ("none", "partial", "object", "all"),
+}  # values allowed
+
+
+@functools.cache
+def registry() -> dict[str, dict[str, frozenset[str]]]:
+    """place (model, data.source, ...) -> each `_target_` configs/ names there -> the settings it takes. A
+    model takes the settings its configs/model/ files give it (the input and class counts are the dataset's);
+    a data source, optimizer or schedule the keyword arguments of its function."""
+    found: dict[str, dict[str, set[str]]] = {place: {} for place in BUILT_AT}
+    for place, group in BUILT_AT.items():
+        inner = place.partition(".")[2]
+        for file in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            node = OmegaConf.select(OmegaConf.load(file), inner) if inner else OmegaConf.load(file)
+            if isinstance(node, DictConfig) and "_target_" in node:
+                found[place].setdefault(str(node._target_), set()).update(str(k) for k in node)
+    for place in ("data.source", "optimizer", "scheduler"):  # their functions' own keyword arguments
+        for target, keys in found[place].items():
+            keys.update(set(inspect.signature(_locate(target)).parameters) - PASSED_BY_THE_LAB)
+    return {place: {t: frozenset(k) for t, k in targets.items()} for place, targets in found.items()}
+
+
+def _locate(target: str) -> Any:
+    """The callable a registry name stands for (only names configs/ itself holds reach here)."""
+    from hydra.utils import get_method
+
+    return get_method(target)
+
+
+def check_targets(config: dict[str, Any], origin: str = "") -> None:
+    """Refuse a plain config that would build anything but the lab's own parts: a `_target_` outside the places
+    of BUILT_AT or not in the registry, a setting its callable does not take, Hydra's other instantiation keys.
+    `origin` (a checkpoint's path) starts the message when the config was read from a file."""
+    said = f"{origin}: refused: its config" if origin else "refused: the config"
+    allowed = registry()
+    for place, node in _nodes(config):
+        special = INSTANTIATE_KEYS & set(node)
+        if not special:
+            continue
+        target = node.get("_target_")
+        if place not in allowed:
+            raise ValueError(f"{said} names a callable at {place or 'its top'} ({place}._target_={target!r}): "
+                             f"the lab builds only {', '.join(BUILT_AT)}; nothing was built")  # fmt: skip
+        if target not in allowed[place]:
+            known = ", ".join(sorted(allowed[place]))
+            raise ValueError(f"{said} has {place}._target_={target!r}, which the lab never builds "
+                             f"({place} is one of {known}); nothing was built")  # fmt: skip
+        unknown = sorted(set(node) - allowed[place][target] - {"_target_", "_partial_", "_convert_"})
+        odd = [k for k, ok in HOW_TO_BUILD.items() if k in node and node[k] not in ok]
+        if unknown or odd:
+            key = (unknown or odd)[0]
+            takes = ", ".join(sorted(k for k in allowed[place][target] if not k.startswith("_")))
+            raise ValueError(f"{said} sets {place}.{key}, which {target} does not take (it takes: {takes}); "
+                             "nothing was built")  # fmt: skip
+
+
+def _nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(dotted key, mapping) of every mapping in a plain config, the config itself first."""
+    if isinstance(node, dict):
+        yield prefix, node
+        for key, value in node.items():
+            yield from _nodes(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _nodes(value, f"{prefix}.{index}" if prefix else str(index))
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Refuse values no run could use, naming the key and the value: NaN and infinity anywhere, then each
-    key of CHECKED_KEYS."""
-    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+    """Refuse values no run could use, naming the key and the value: a callable the lab does not build, NaN
+    and infinity anywhere, then each key of CHECKED_KEYS."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    check_targets(plain)  # type: ignore[arg-type]
+    for key, value in leaves(plain):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key}={value}: must be a finite number")
     for key, (valid, expected) in CHECKED_KEYS.items():
@@ -145,13 +224,13 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
-def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every value in a plain config."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from leaves(value, f"{prefix}{key}.")
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _leaves(value, f"{prefix}{index}.")
+            yield from leaves(value, f"{prefix}{index}.")
     else:
         yield prefix.rstrip("."), node

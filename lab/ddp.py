@@ -28,7 +28,11 @@ def rank_argv(argv: list[str]) -> list[str]:
     given = next((a.removeprefix(RUN_DIR) for a in argv if a.startswith(RUN_DIR)), None)
     run_dir = distributed.broadcast_text(resolved_run_dir(given) if rank.main else "")
     kept = [a for a in argv if not a.startswith(RUN_DIR)]
-    quiet = [] if rank.main else ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]"]
+    quiet = (
+        []
+        if rank.main
+        else ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console,problems]"]
+    )
     return [*kept, f"{RUN_DIR}{run_dir}", *quiet]
 
 

@@ -30,6 +30,7 @@ from lab.cli import USER_ERRORS, user_message
 from lab.ddp import join_slurm_job, label_logs
 from lab.outcomes import RunFailed, RunStopped
 from lab.overrides import identity, override_key
+from lab.ownership import DirectoryTaken, owned
 from lab.provenance import provenance
 from lab.status import Pruned, write_status
 from lab.sweep.resume import earlier_job
@@ -40,7 +41,7 @@ from trainer.evaluation import EpochStats, Predictions
 from trainer.files import WriteFailed, write_json
 from trainer.loop import EpochEnd, final_evaluation, fit
 from trainer.state import TrainState
-from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped
+from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped, stopping_at_once
 from trainer.tensorboard import RunLog
 
 log = logging.getLogger("train")
@@ -169,9 +170,10 @@ def train_built(
                        run_log=run_log, stop=StopRequests(cfg.trainer.max_steps, agree), on_epoch_end=on_epoch_end)  # fmt: skip
         if not main:
             return {}  # rank 0 tests the job's model and writes the results
-        test, predictions, final_test_acc = final_evaluation(
-            state, setup.test_batches, checkpoints, run_log, progress.epoch
-        )
+        with stopping_at_once("during the final test", checkpoints.last):
+            test, predictions, final_test_acc = final_evaluation(
+                state, setup.test_batches, checkpoints, run_log, progress.epoch
+            )
         if hparams is not None:
             run_log.hparams(*hparams)
     seconds = progress.train_seconds
@@ -313,8 +315,25 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def run_job(cfg: DictConfig, job: Job) -> float | None:
-    """Run `job` with status.json kept up to date; a failure ends a single run (RunFailed) but only this job
-    of a sweep."""
+    """Run `job` in its run directory, which this process owns for the run (lab/ownership.py; rank 0 alone
+    under DDP), with status.json kept up to date; a failure ends a single run (RunFailed) but only this job of
+    a sweep."""
+    if not distributed.is_main():
+        return run_owned_job(cfg, job)
+    continuing = "auto" if job.in_sweep and cfg.resume_sweep else cfg.resume
+    key = "hydra.sweep.dir" if job.in_sweep else "hydra.run.dir"
+    try:
+        with owned(job.run_dir, continuing, key):
+            return run_owned_job(cfg, job)
+    except DirectoryTaken as taken:
+        if not job.in_sweep:
+            raise
+        log.error(f"error: job {job.number}: {taken}")  # its status.json, if any, is the other run's
+        return None
+
+
+def run_owned_job(cfg: DictConfig, job: Job) -> float | None:
+    """`run_job` once the run directory is this process's."""
     resume_from = None
     if job.in_sweep and cfg.resume_sweep:
         earlier = earlier_job(job.run_dir, job.overrides)
@@ -326,8 +345,11 @@ def run_job(cfg: DictConfig, job: Job) -> float | None:
         resume_from = earlier.checkpoint  # a stopped job continues from its last.pt
     try:
         job.status("running")
-        setup, resume = prepare(cfg, job.run_dir, job.number, resume_from)
-        on_epoch_end = epoch_end_callables(cfg, job)
+        with stopping_at_once("before training began"):
+            setup, resume = prepare(cfg, job.run_dir, job.number, resume_from)
+            on_epoch_end = epoch_end_callables(cfg, job)
+    except TrainingStopped as stop:
+        return stopped(job, stop)
     except WriteFailed as error:
         return write_failed(job, error)
     except USER_ERRORS as error:  # a bad value or file: one line saying which, no traceback
@@ -370,12 +392,15 @@ def lost_rank(error: Exception, job: Job) -> str:
     return f"rank {rank.rank} of {rank.world}: the job lost another rank ({distributed.lost_ranks(error)}: {said}); {kept}"
 
 
-def resume_command(job: Job, checkpoint: Path) -> str:
-    """The command that continues `job` from `checkpoint` (a DDP job: through torchrun again)."""
-    again = [o for o in job.overrides if override_key(o) != "resume"]
+def resume_command(job: Job, checkpoint: Path | None) -> str:
+    """The command that continues `job` from `checkpoint` (None, nothing saved: in its directory with
+    resume=auto; a DDP job: through torchrun again), without trainer.max_steps, which would stop it again at
+    once."""
+    again = [o for o in job.overrides if override_key(o) not in ("resume", "trainer.max_steps")]
     rank = distributed.current()
     start = "python" if rank is None else f"torchrun --nproc_per_node={rank.local_world}"
-    return f"{start} train.py {' '.join([*again, f'resume={checkpoint}'])}"
+    resume = [f"resume={checkpoint}"] if checkpoint else ["resume=auto", f"hydra.run.dir={job.run_dir}"]
+    return f"{start} train.py {' '.join([*again, *resume])}"
 
 
 def write_failed(job: Job, error: WriteFailed) -> None:
@@ -407,15 +432,15 @@ def failed(job: Job, message: str, exit_code: int, details: str | None = None) -
 def stopped(job: Job, stop: TrainingStopped) -> None:
     """Record a stopped run and say how to resume it; a signal raises RunStopped (it stops the whole sweep), except
     in a SLURM job, where it came to this job alone."""
-    job.status("stopped", reason=stop.reason, checkpoint=str(stop.checkpoint))
-    log.warning(f"{stop.reason}; saved {stop.checkpoint}")
+    job.status("stopped", reason=stop.reason, checkpoint=str(stop.checkpoint) if stop.checkpoint else None)
+    log.warning(str(stop))
     if job.in_sweep:
         log.warning("resume the sweep with the same command and resume_sweep=last (or its directory)")
         # trainer.max_steps, or SLURM stopping this one job (scancel, its time limit): the sweep goes on
         if stop.exit_code == 0 or os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             return
-    else:
+    elif stop.checkpoint is not None:
         log.warning(f"resume with: {resume_command(job, stop.checkpoint)}")
-    raise RunStopped(
-        f"{stop.reason}; saved {stop.checkpoint}", stop.exit_code
-    )  # a signal: the whole sweep stops
+    else:
+        log.warning(f"start it again with: {resume_command(job, None)}")
+    raise RunStopped(str(stop), stop.exit_code)  # a signal: the whole sweep stops

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import runpy
+import shutil
 import struct
 import sys
 import zlib
@@ -21,6 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
+from lab.api import load
+from lab.api import train as api_train
 from lab.config import PROJECT_ROOT
 from lab.run import train
 from models import LeNet
@@ -70,6 +73,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
     torch.save({**last, "model": LeNet(in_channels=3).state_dict()}, root / "other_model.pt")
     with (root / "payload.pkl").open("wb") as file:
         file.write(__import__("pickle").dumps(Payload(root / "payload-ran")))
+    (root / "canary.txt").write_text("a file the user can write: a hostile config must not touch it\n")
+    for name, model in hostile_models(root).items():  # real checkpoints whose saved config names a callable
+        torch.save({**last, "config": {**last["config"], "model": model}}, root / f"calls_{name}.pt")
     images = root / "images"
     images.mkdir()
     digit = np.full((28, 28), 255, np.uint8)
@@ -86,6 +92,25 @@ def saved(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
         (sweep / job / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
         (sweep / job / "metrics.json").write_text(metrics or (run / "metrics.json").read_text())
     return root
+
+
+def hostile_models(root: Path) -> dict[str, dict]:
+    """Saved `model` configs that would run code if instantiated: each empties, writes or runs something."""
+    canary, ran = str(root / "canary.txt"), str(root / "payload-ran")
+    return {
+        "open": {"_target_": "builtins.open", "file": canary, "mode": "w"},
+        "numpy_save": {"_target_": "numpy.save", "file": canary, "arr": [1, 2, 3]},
+        "torch_load": {"_target_": "torch.load", "f": str(root / "payload.pkl"), "weights_only": False},
+        "os_system": {"_target_": "os.system", "command": f"touch {ran}"},
+        "subprocess_run": {"_target_": "subprocess.run", "args": ["touch", ran]},
+        "nested": {
+            "_target_": "models.LeNet",
+            "activation": {"_target_": "os.system", "command": f"touch {ran}"},
+        },
+    }
+
+
+HOSTILE = [name for name in hostile_models(Path("/")) if name != "nested"]
 
 
 def snapshot(root: Path) -> dict[Path, str]:
@@ -131,7 +156,7 @@ CASES = [
     ("train.py", ["data=mnist_pickle", "data.source.path={saved}/text.pt"], 2, "{saved}/text.pt"),
     ("train.py", ["hydra.run.dir={saved}/text.pt/run"], 2, "hydra.run.dir={saved}/text.pt/run cannot be created: {saved}/text.pt is a file"),
     # train.py: what resume= names
-    ("train.py", ["resume={saved}/text.pt"], 2, "{saved}/text.pt: not a checkpoint: not a file torch.save wrote"),
+    ("train.py", ["resume={saved}/text.pt"], 2, "{saved}/text.pt: not a checkpoint: it is a text file"),
     ("train.py", ["resume={saved}/empty.pt"], 2, "{saved}/empty.pt: not a checkpoint"),
     ("train.py", ["resume={saved}/truncated.pt"], 2, "{saved}/truncated.pt: truncated or damaged"),
     ("train.py", ["resume={saved}/payload.pt"], 2, "{saved}/payload.pt: refused: it holds objects a checkpoint never holds (posix.system)"),
@@ -140,7 +165,21 @@ CASES = [
     ("train.py", ["resume={saved}/nothing.pt"], 2, "resume={saved}/nothing.pt: no checkpoint at {saved}/nothing.pt"),
     ("train.py", ["resume={saved}/empty_folder"], 2, "resume={saved}/empty_folder: no checkpoint there"),
     ("train.py", ["resume={saved}/run", "trainer.batch_size=16"], 2, "resume={saved}/run/checkpoints/last.pt was trained with another config: trainer.batch_size: checkpoint 32, now 16"),
+    # train.py: a run directory holding another run's files, or a callable in a resumed checkpoint's config
+    ("train.py", ["hydra.run.dir={saved}/run"], 2, "hydra.run.dir={saved}/run holds a completed run (metrics.json"),
+    ("train.py", ["hydra.run.dir={saved}/run", "trainer.epochs=3"], 2, "which a new run would overwrite: continue it with resume=auto, or choose a new directory"),
+    *[("train.py", [f"resume={{saved}}/calls_{name}.pt"], 2, f"{{saved}}/calls_{name}.pt: refused: its config has model._target_=") for name in HOSTILE],
+    ("train.py", ["resume={saved}/calls_nested.pt"], 2, "{saved}/calls_nested.pt: refused: its config names a callable at model.activation"),
+    ("train.py", ["model._target_=builtins.open"], 2, "model._target_='builtins.open', which the lab never builds"),
+    ("train.py", ["+model.in_channels=3"], 2, "sets model.in_channels, which models.LeNet does not take (it takes: activation, pool)"),
+    ("train.py", ["+trainer._target_=os.system"], 2, "names a callable at trainer"),
+    # evaluate.py, predict.py, export.py: a callable in the checkpoint's config is refused before anything is built
+    *[(script, [f"ckpt={{saved}}/calls_{name}.pt", *extra], 2, f"{{saved}}/calls_{name}.pt: refused: its config has model._target_=")
+      for name in HOSTILE
+      for script, extra in (("evaluate.py", []), ("predict.py", ["images={saved}/images"]), ("export.py", ["format=onnx"]))],
     # evaluate.py
+    ("evaluate.py", ["ckpt={saved}/canary.txt"], 2, "{saved}/canary.txt: not a checkpoint: it is a text file"),
+    ("evaluate.py", ["ckpt={saved}/blank.png"], 2, "{saved}/blank.png: not a checkpoint: it is a PNG image"),
     ("evaluate.py", [], 2, "ckpt= missing (usage: python evaluate.py"),
     ("evaluate.py", ["ckpt={saved}/text.pt"], 2, "{saved}/text.pt: not a checkpoint"),
     ("evaluate.py", ["ckpt={saved}/truncated.pt"], 2, "{saved}/truncated.pt: truncated or damaged"),
@@ -251,3 +290,24 @@ def test_more_threads_than_cpus_is_warned_about(
         torch.set_num_threads(threads)
     assert code == 0, output
     assert f"trainer.threads={asked} is more than the {asked - 1} CPUs this process may use" in output
+
+
+@pytest.mark.parametrize("name", [*HOSTILE, "nested"])
+def test_the_api_refuses_a_checkpoint_whose_config_names_a_callable(
+    name: str, saved: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(saved / "run", run)
+    shutil.copyfile(saved / f"calls_{name}.pt", run / "checkpoints" / "best.pt")
+    before = snapshot(saved)
+    with pytest.raises(ValueError, match="refused: its config") as refused:
+        load(run).predict(torch.zeros(28, 28))
+    assert str(refused.value).startswith(f"{run}/checkpoints/best.pt: refused")
+    assert snapshot(saved) == before and not (saved / "payload-ran").exists()
+
+
+def test_the_api_refuses_to_train_over_a_completed_run(saved: Path, tiny_mnist: Path) -> None:
+    before = snapshot(saved)
+    with pytest.raises(ValueError, match=f"run_dir={saved / 'run'} holds a completed run"):
+        api_train(*tiny_overrides(tiny_mnist), run_dir=saved / "run")
+    assert all(snapshot(saved)[path] == digest for path, digest in before.items())

@@ -140,3 +140,35 @@ def test_resuming_into_another_directory_ends_with_a_tested_best_model(
     assert (third["test_acc"], third["best_epoch"]) == (second["test_acc"], second["best_epoch"])
     assert sorted(p.name for p in (tmp_path / "third" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert json.loads((tmp_path / "third" / "status.json").read_text())["status"] == "completed"
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """`python <name> <args>` as a user runs it."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / name), *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_on_a_full_disk_export_evaluate_and_report_name_the_file_and_keep_the_one_there(
+    small_disk: Path, stopped: Path
+) -> None:
+    run = small_disk / "run"
+    copy_run(stopped, run)
+    ckpt = f"ckpt={run}/checkpoints/last.pt"
+    commands = {
+        small_disk / "model.onnx": ("export.py", ckpt, "format=onnx", f"out={small_disk / 'model.onnx'}"),
+        small_disk / "model.pt": ("export.py", ckpt, "format=torchscript", f"out={small_disk / 'model.pt'}"),
+        small_disk / "cm.png": ("evaluate.py", ckpt, f"out={small_disk / 'cm.png'}"),
+        small_disk / "leaderboard.md": ("report.py", str(small_disk)),
+    }
+    for command in commands.values():  # with room: each writes its file
+        done = script(*command)
+        assert done.returncode == 0, done.stdout + done.stderr
+    before = {p: p.read_bytes() for p in small_disk.iterdir() if p.is_file()}
+    fill(small_disk, leave_bytes=0)
+    for path, command in commands.items():
+        done = script(*command)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert (done.returncode, len(errors)) == (1, 1), done.stdout + done.stderr
+        assert f" {path}: no space left on device" in errors[0], errors[0]
+        assert "Traceback" not in done.stdout + done.stderr
+    assert {p: p.read_bytes() for p in small_disk.iterdir() if p.is_file() and p.name != "filler"} == before

@@ -18,7 +18,7 @@ from data.sources import read_idx
 from lab.artifacts import load_trained
 from lab.config import PROJECT_ROOT, compose
 from lab.run import train
-from tests.conftest import run_script, scalars
+from tests.conftest import run_script, scalars, tiny_overrides
 from trainer.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -27,10 +27,11 @@ pytestmark = pytest.mark.slow
 def test_train_refuses_a_bad_value_in_one_line_with_exit_status_2(tmp_path: Path) -> None:
     done = run_script("train.py", "optimizer.lr=-1", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2
-    assert "error: optimizer.lr must be a number > 0, got -1" in done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    # on stderr, where scripts and schedulers look, and nothing of Hydra's after it
+    assert done.stderr == "error: optimizer.lr must be a number > 0, got -1\n"
+    assert "error" not in done.stdout.lower() and "Traceback" not in done.stdout
     # no checkpoints, no events; status.json says why
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "status.json", "train.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock", "status.json", "train.log"]
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == "optimizer.lr must be a number > 0, got -1"
 
@@ -72,6 +73,27 @@ def test_a_run_prints_one_line_per_epoch_and_a_summary_and_learns(
     assert metrics["model"] == "LeNet" and metrics["parameters"] == 61_706
     assert metrics["test_acc"] >= 0.975, metrics["test_acc"]  # 2 epochs of LeNet-5 on 30,000 images
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def test_a_max_steps_stop_says_so_on_stderr_and_its_resume_command_finishes_the_run(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    done = run_script(
+        "train.py", *tiny_overrides(tiny_mnist), f"hydra.run.dir={tmp_path}", "trainer.max_steps=5"
+    )
+    assert done.returncode == 0 and "Error executing job" not in done.stdout + done.stderr, done.stderr
+    assert done.stderr.startswith(
+        f"stopped at trainer.max_steps=5, in epoch 1; saved {tmp_path}/checkpoints/last.pt"
+    )
+    resume = next(
+        line for line in done.stderr.splitlines() if line.startswith("resume with: python train.py ")
+    )
+    assert "trainer.max_steps=" not in resume  # it would stop again at once
+    finished = run_script(
+        "train.py", *resume.removeprefix("resume with: python train.py ").split(), f"hydra.run.dir={tmp_path}"
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "completed"
 
 
 def start_training(args: list[str]) -> tuple[subprocess.Popen, list[str]]:

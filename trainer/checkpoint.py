@@ -2,7 +2,10 @@
 a file that is not such a checkpoint is refused with a CheckpointError that says what it is instead."""
 
 import io
+import json
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,9 @@ def load_checkpoint(
     except OSError as error:
         raise OSError(error.errno, f"{path}: cannot be read: {error.strerror}") from None
     try:
-        checkpoint = torch.load(io.BytesIO(content), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols before it refuses the file
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(io.BytesIO(content), map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds; say which one of three things the file is
         raise CheckpointError(f"{path}: {_why_unreadable(content, error)}") from None
     if not isinstance(checkpoint, dict):
@@ -51,17 +56,58 @@ def load_checkpoint(
     return checkpoint
 
 
+# The first bytes of files people mistake for checkpoints, and what to call them.
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip file",
+}
+
+
 def _why_unreadable(content: bytes, error: Exception) -> str:
-    """Why torch.load(weights_only=True) refused `path`. torch's own message is not shown: it ends with the
-    advice to load with weights_only=False, which would run whatever the file holds."""
-    said = str(error)
-    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", said)
-    if refused or "Weights only load failed" in said and "nsupported" in said:
-        what = f" ({refused.group(1)})" if refused else ""
-        return f"refused: it holds objects a checkpoint never holds{what}; it was not loaded"
-    if content[:2] == b"PK":  # a zip archive, as torch.save writes, but not a whole one
-        return "truncated or damaged: torch.save's archive is incomplete; use another copy, or the run's other checkpoint"
-    return "not a checkpoint: not a file torch.save wrote"
+    """Why torch.load(weights_only=True) refused a file's `content`: what the file is instead. torch's own
+    message is not shown: it ends with the advice to load with weights_only=False, which would run whatever
+    the file holds."""
+    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return f"refused: it holds objects a checkpoint never holds ({refused.group(1)}); it was not loaded"
+    kind = next((name for magic, name in SIGNATURES.items() if content.startswith(magic)), None)
+    if not content:
+        kind = "an empty file"
+    elif content[:2] == b"PK":  # a zip archive, as torch.save writes
+        try:
+            names = zipfile.ZipFile(io.BytesIO(content)).namelist()
+        except zipfile.BadZipFile:
+            return "truncated or damaged: torch.save's archive is incomplete; use another copy, or the run's other checkpoint"
+        if any(name.endswith("/data.pkl") for name in names):
+            return (
+                "damaged: torch.save's archive is not whole; use another copy, or the run's other checkpoint"
+            )
+        kind = f"a zip archive that torch.save did not write (it holds {', '.join(names[:3]) or 'nothing'})"
+    elif content[:1] == b"\x80":  # a pickle's protocol mark: a pickle, but not torch.save's archive
+        if not content.endswith(b"."):
+            return "truncated: a pickle that ends before its end mark (not loaded: a pickle can run code)"
+        kind = "a plain pickle, not torch.save's archive (not loaded: a pickle can run code)"
+    elif kind is None:
+        kind = _text_kind(content)
+    return f"not a checkpoint: it is {kind}" if kind else "not a checkpoint: not a file torch.save wrote"
+
+
+def _text_kind(content: bytes) -> str | None:
+    """`a JSON file` or `a text file` when `content` is one, else None."""
+    try:
+        text = content.decode()
+    except UnicodeDecodeError:
+        return None
+    if "\0" in text:
+        return None
+    try:
+        json.loads(text)
+    except ValueError:
+        return "a text file"
+    return "a JSON file"
 
 
 def load_weights(model: nn.Module, weights: dict[str, Any], path: Path) -> None:

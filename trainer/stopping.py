@@ -1,11 +1,12 @@
 """Why a run stops early: SIGINT/SIGTERM/SIGUSR2 or `max_steps` (after the current step, with last.pt saved), or a
 loss that is no longer finite (before its update is applied)."""
 
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -17,11 +18,32 @@ AGREE_EVERY = 10
 
 
 class TrainingStopped(Exception):  # noqa: N818 (a stop, not an error)
-    """Training stopped before its last epoch and saved `checkpoint`; `exit_code` is what the process returns."""
+    """A run stopped before it ended, with `checkpoint` saved (None: nothing saved yet); `exit_code` is what
+    the process returns."""
 
-    def __init__(self, reason: str, checkpoint: Path, exit_code: int) -> None:
-        super().__init__(f"{reason}; saved {checkpoint}")
+    def __init__(self, reason: str, checkpoint: Path | None, exit_code: int) -> None:
+        super().__init__(f"{reason}; {f'saved {checkpoint}' if checkpoint else 'nothing was saved yet'}")
         self.reason, self.checkpoint, self.exit_code = reason, checkpoint, exit_code
+
+
+@contextlib.contextmanager
+def stopping_at_once(doing: str, checkpoint: Path | None = None) -> Iterator[None]:
+    """Within the block (what a run does outside its training loop: `doing`, e.g. "during the final test"),
+    SIGINT, SIGTERM and SIGUSR2 stop the run at once with TrainingStopped, `checkpoint` being what is saved by
+    then. There is no step to finish first; the handlers before are put back after."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TrainingStopped(f"stopped by {signal.Signals(signum).name} {doing}", checkpoint, 128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in StopRequests.SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class NonFiniteLoss(RuntimeError):

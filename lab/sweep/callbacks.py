@@ -14,9 +14,11 @@ from omegaconf import DictConfig
 
 from lab.outcomes import Refused, SweepFailed
 from lab.overrides import identity
+from lab.ownership import DirectoryTaken, claim, release
 from lab.status import job_dirs, read_status
 from lab.sweep import slurm
 from lab.sweep.resume import check_resumable
+from trainer import distributed
 from trainer.speed import available_cpus
 
 log = logging.getLogger("sweep")
@@ -35,13 +37,29 @@ def unwritable_reason(directory: Path) -> str | None:
 
 
 class CheckOutputDir(Callback):
-    """Stop with one line naming the path, and exit status 2, when the run or sweep directory cannot be made."""
+    """Stop with one line naming the path, and exit status 2, when the run or sweep directory cannot be made,
+    or holds what a new run or sweep would overwrite. A single run's directory is claimed here (lab/ownership.py),
+    before Hydra writes its .hydra/ there, and given up when the run ends."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
+        if distributed.is_main():  # under DDP rank 0 writes the run directory
+            try:
+                claim(Path(config.hydra.run.dir), config.get("resume"), "hydra.run.dir")
+            except DirectoryTaken as taken:
+                raise Refused(str(taken)) from None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        sweep = Path(config.hydra.sweep.dir)
+        ran = [job for job in job_dirs(sweep) if read_status(job)] if sweep.is_dir() else []
+        if ran and not config.get("resume_sweep"):
+            raise Refused(f"hydra.sweep.dir={sweep} holds a sweep's runs ({len(ran)} with a status.json), which a "
+                          f"new sweep would overwrite: continue it with resume_sweep={sweep}, or choose a new "
+                          "directory")  # fmt: skip
 
     @staticmethod
     def _check(directory: str, key: str) -> None:

@@ -3,10 +3,12 @@ per-class accuracy, the confusion matrix as a table and a PNG, and a grid of the
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import PIL.Image
 from torch import Tensor
 
 from data.loader import DeviceBatches, split_validation
@@ -14,6 +16,7 @@ from lab.artifacts import Trained
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
 from trainer.evaluation import TTA_VIEWS, EpochStats, Predictions, ViewAveraged, predict
+from trainer.files import atomic_write
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -96,6 +99,16 @@ def split_images(cfg: DictConfig, mnist: MNISTData, split: str) -> tuple[Tensor,
     return images, labels
 
 
+def image_bytes(image: Image, path: Path) -> bytes:
+    """`image` encoded in the format `path`'s suffix names (PNG without one)."""
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=PIL.Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    except (KeyError, OSError) as error:  # a format PIL cannot write (or cannot write this image in)
+        raise ValueError(f"out={path}: cannot write a {path.suffix} image ({error}); use .png") from None
+    return buffer.getvalue()
+
+
 def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None, split: str = "test") -> str:
     """Evaluate on the test split of the run's data source (or its validation split); save the figures
     (default: <run dir>/evaluation/); return the report to print. With `tta`, the figure with test-time
@@ -104,9 +117,8 @@ def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None, 
     augmented = evaluate(trained, tta, split) if tta else None
     path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result.confusion_figure().save(path)
-    result.misclassified_figure().save(grid)
+    atomic_write(path, image_bytes(result.confusion_figure(), path), "figure")
+    atomic_write(grid, image_bytes(result.misclassified_figure(), grid), "figure")
     images, correct = result.stats.images, int(result.confusion.diag().sum())
     return "\n".join([
         f"{trained.checkpoint}: {result.model_name} on {images:,} {SPLITS[split]} images ({trained.cfg.data.name})",

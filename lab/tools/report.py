@@ -6,6 +6,7 @@ runs, leaderboard.md, leaderboard.csv, val_acc_per_epoch.png, test_acc_vs_params
 """
 
 import csv
+import io
 import json
 import logging
 import statistics
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from lab.overrides import identity, override_key  # noqa: E402
 from lab.status import read_status  # noqa: E402
+from trainer.files import atomic_write  # noqa: E402
 
 log = logging.getLogger(__name__)
 REQUIRED_METRICS = {"model", "parameters", "epochs", "test_acc", "train_seconds"}
@@ -166,8 +168,8 @@ def markdown(rows: list[Row], shared: list[str]) -> str:
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
-    """Unformatted numbers, one row per configuration."""
-    with path.open("w", newline="") as file:
+    """Unformatted numbers, one row per configuration (written atomically)."""
+    with io.StringIO(newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["configuration", "model", "parameters", "seeds", "test_acc_mean", "test_acc_std",
                          "best_val_acc_mean", "weakest_class", "weakest_class_acc", "seconds_per_epoch", "failed",
@@ -179,15 +181,18 @@ def write_csv(rows: list[Row], path: Path) -> None:
                 row.mean("test_acc"), row.std("test_acc"), row.mean("best_val_acc"), *weakest,
                 row.seconds_per_epoch(), row.failed, " ".join(str(r.path) for r in row.runs),
             ])  # fmt: skip
+        atomic_write(path, file.getvalue().encode(), "leaderboard")
 
 
 def save(fig: Figure, ax: Axes, path: Path) -> None:
-    """Write a plot to `path` (with its legend, if it has labelled lines) and free it."""
+    """Write a plot to `path` atomically (with its legend, if it has labelled lines) and free it."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    atomic_write(path, buffer.getvalue(), "plot")
 
 
 def plot_curves(rows: list[Row], path: Path) -> None:
@@ -250,7 +255,7 @@ def report(directory: Path) -> str:
         raise FileNotFoundError(f"no runs below {directory} (no .hydra/overrides.yaml)")
     rows, shared = group(runs)
     text = markdown(rows, shared)
-    (directory / "leaderboard.md").write_text(text)
+    atomic_write(directory / "leaderboard.md", text.encode(), "leaderboard")
     write_csv(rows, directory / "leaderboard.csv")
     plot_curves(rows, directory / "val_acc_per_epoch.png")
     plot_size(rows, directory / "test_acc_vs_params.png")

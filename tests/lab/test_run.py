@@ -3,7 +3,9 @@ TensorBoard curves; exact resume; NaN; bad values refused before anything is wri
 
 import json
 import logging
+import os
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from data.sources import read_idx
 from lab.artifacts import load_trained
 from lab.build import build
 from lab.config import compose
-from lab.outcomes import RunFailed
+from lab.outcomes import RunFailed, RunStopped
 from lab.run import Job, run_job, summary, train, train_built
 from lab.status import read_status
 from lab.tools.evaluate import evaluate as evaluate_checkpoint
@@ -310,7 +312,7 @@ def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path
     status = read_status(tmp_path)
     assert status["status"] == "failed" and status["exit_code"] == 2
     assert status["error"] == "model.activation must be one of gelu, relu, tanh, got 'swish'"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # nothing else written
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "status.json"]  # nothing else written
 
 
 def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_the_sweep_goes_on(
@@ -345,10 +347,10 @@ def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: 
         0.875,
         ["seed=3"],
     )
-    completed = run_job(tiny_config(tiny_mnist, "seed=3"), job)
-    assert (
-        read_status(tmp_path)["status"] == "completed" and read_status(tmp_path)["best_val_acc"] == completed
-    )
+    run = Job(tmp_path / "run", ["seed=3"])  # tmp_path holds a status.json that no run owns: refused
+    completed = run_job(tiny_config(tiny_mnist, "seed=3"), run)
+    assert read_status(run.run_dir)["status"] == "completed"
+    assert read_status(run.run_dir)["best_val_acc"] == completed
 
 
 @pytest.mark.cuda
@@ -463,3 +465,35 @@ def test_evaluating_on_the_validation_split_of_a_run_without_one_says_so(
     train(tiny_config(tiny_mnist, "trainer.epochs=1", "data.validation_size=0"), tmp_path)
     with pytest.raises(ValueError, match=r"split=val: this run trained without a validation split"):
         evaluate_checkpoint(load_trained(str(tmp_path), []), split="val")
+
+
+@pytest.mark.parametrize(
+    ("where", "doing", "saved"),
+    [("final_evaluation", "during the final test", True), ("prepare", "before training began", False)],
+)
+def test_a_stop_outside_the_training_loop_is_recorded_said_and_continued(
+    where: str, doing: str, saved: bool, tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.run
+
+    def signalled(*args: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+        raise AssertionError(f"SIGTERM did not stop {where}")
+
+    monkeypatch.setattr(lab.run, where, signalled)
+    job = Job(tmp_path / "run", [])
+    with pytest.raises(RunStopped) as stopped:
+        run_job(tiny_config(tiny_mnist), job)
+    last = job.run_dir / "checkpoints" / "last.pt"
+    assert stopped.value.exit_code == 143
+    assert str(stopped.value) == f"stopped by SIGTERM {doing}; " + (
+        f"saved {last}" if saved else "nothing was saved yet"
+    )
+    status = read_status(job.run_dir)
+    assert (status["status"], status["checkpoint"]) == ("stopped", str(last) if saved else None)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+    monkeypatch.undo()
+    best = run_job(tiny_config(tiny_mnist, "resume=auto"), Job(job.run_dir, ["resume=auto"]))
+    assert (
+        read_status(job.run_dir)["status"] == "completed" and best == read_status(job.run_dir)["best_val_acc"]
+    )

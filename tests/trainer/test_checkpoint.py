@@ -4,11 +4,14 @@ checkpoint of this project is refused with one line that names it and says what 
 import errno
 import io
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
+from PIL import Image
 
 from models import LeNet, ResBlockMLP
 from trainer.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
@@ -51,8 +54,14 @@ def truncated(path: Path, marker: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "says"),
     [
-        (lambda path, marker: path.write_text("hello, not a checkpoint\n"), "not a checkpoint: not a file torch.save wrote"),
-        (lambda path, marker: path.write_bytes(b""), "not a checkpoint: not a file torch.save wrote"),
+        (lambda path, marker: path.write_text("hello, not a checkpoint\n"), "not a checkpoint: it is a text file"),
+        (lambda path, marker: path.write_bytes(b""), "not a checkpoint: it is an empty file"),
+        (lambda path, marker: path.write_text('{"model": 1}'), "not a checkpoint: it is a JSON file"),
+        (lambda path, marker: Image.new("L", (28, 28)).save(path, format="PNG"), "not a checkpoint: it is a PNG image"),
+        (lambda path, marker: zipfile.ZipFile(path, "w").writestr("notes.txt", "hi"), "it is a zip archive that torch.save did not write (it holds notes.txt)"),
+        (lambda path, marker: path.write_bytes(pickle.dumps({"model": 1})), "not a checkpoint: it is a plain pickle"),
+        (lambda path, marker: path.write_bytes(pickle.dumps({"model": 1})[:-3]), "truncated: a pickle that ends before its end mark"),
+        (lambda path, marker: path.write_bytes(bytes(range(256))), "not a checkpoint: not a file torch.save wrote"),
         (truncated, "truncated or damaged"),
         (lambda path, marker: torch.save({"weights": torch.ones(2)}, path), "not a checkpoint of this project: no model, config (it holds weights)"),
         (lambda path, marker: torch.save([1, 2], path), "not a checkpoint: it holds a list"),
