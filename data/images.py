@@ -61,6 +61,8 @@ def load_greyscale(path: Path) -> np.ndarray:
 def greyscale(image: Image.Image) -> np.ndarray:
     """A PIL image as float greyscale in [0, 1] (transparent parts count as white paper)."""
     image.load()
+    if image.mode.startswith(("I", "F")):  # 16- or 32-bit greyscale: scaled to [0, 1], not clipped at 255
+        return wide_greyscale(image)
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         paper = Image.new("RGBA", image.size, "white")
@@ -69,6 +71,27 @@ def greyscale(image: Image.Image) -> np.ndarray:
     if grey.size == 0:
         raise ImageError("the image is empty (0 pixels)")
     return grey
+
+
+def wide_greyscale(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit or float greyscale image in [0, 1]: divided by the largest value its depth can hold
+    (65535 for 16 bits; 255 or 1 where its values fit those)."""
+    grey = np.asarray(image, dtype=np.float64)
+    if grey.size == 0:
+        raise ImageError("the image is empty (0 pixels)")
+    if not np.isfinite(grey).all() or grey.min() < 0:
+        raise ImageError("a greyscale image with negative, NaN or infinite values")
+    high = float(grey.max())
+    full = (
+        1.0
+        if image.mode == "F" and high <= 1.0
+        else 255.0
+        if high <= 255
+        else 65535.0
+        if high <= 65535
+        else high
+    )
+    return (grey / full).astype(np.float32)
 
 
 def mnist_like(grey: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
-from data.images import greyscale, load_greyscale, prepare
+from data.images import ImageError, greyscale, load_greyscale, prepare
 from lab.artifacts import Trained, load_trained
 from lab.cli import OUR_LOGGERS, user_message
 from lab.config import compose
@@ -116,6 +116,8 @@ class Run:
 def model_input(images: ImageLike | Sequence[ImageLike], dataset: str, mean: float, std: float) -> Tensor:
     """`images` as the models' input (N, 1, 28, 28), normalised with the dataset's mean and std."""
     many = images if isinstance(images, list | tuple) else [images]
+    if not many:
+        raise ValueError("no images to predict: an empty list")
     pixels = torch.cat([as_pixels(image, dataset) for image in many])  # (N, 28, 28) in [0, 1]
     return (pixels.unsqueeze(1) - mean) / std
 
@@ -123,15 +125,47 @@ def model_input(images: ImageLike | Sequence[ImageLike], dataset: str, mean: flo
 def as_pixels(image: ImageLike, dataset: str) -> Tensor:
     """One image, or a stack of 28x28 ones, as (K, 28, 28) floats in [0, 1], light on dark."""
     if isinstance(image, Tensor | np.ndarray):
-        pixels = torch.as_tensor(image).float()
-        if pixels.shape[-2:] != (28, 28):
-            raise ValueError(
-                f"an array of shape {tuple(pixels.shape)}: arrays hold 28x28 images as the dataset stores them; "
-                "give other images as PIL images or files"
-            )
-        return (pixels / 255.0 if pixels.max() > 1.0 else pixels).reshape(-1, 28, 28)
-    grey = greyscale(image) if isinstance(image, Image.Image) else load_greyscale(Path(image))
-    return torch.from_numpy(prepare(grey, dataset)).unsqueeze(0)
+        return array_pixels(image)
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(prepare(greyscale(image), dataset)).unsqueeze(0)
+    if not isinstance(image, str | Path):
+        raise TypeError(
+            f"cannot predict a {type(image).__name__}: give tensors, arrays, PIL images or image files"
+        )
+    try:
+        grey = load_greyscale(Path(image))
+        return torch.from_numpy(prepare(grey, dataset)).unsqueeze(0)
+    except ImageError as error:
+        raise ImageError(f"{image}: {error}") from None
+
+
+def array_pixels(image: Tensor | np.ndarray) -> Tensor:
+    """A tensor or array of 28x28 images, (28, 28), (N, 28, 28) or (N, 1, 28, 28), light on dark in 0-255 or
+    0-1, as (N, 28, 28) floats in [0, 1]; any other shape or value is refused, naming it."""
+    pixels = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).float()
+    shape = tuple(pixels.shape)
+    if (
+        shape[-2:] != (28, 28)
+        or len(shape) > 4
+        or (len(shape) == 4 and shape[1] != 1)
+        or len(shape) == 3
+        and 0 in shape
+    ):
+        raise ValueError(
+            f"an array of shape {shape}: arrays hold 28x28 greyscale images, (28, 28), (N, 28, 28) or "
+            "(N, 1, 28, 28), as the dataset stores them; give other images as PIL images or files"
+        )
+    if not bool(torch.isfinite(pixels).all()):
+        raise ValueError(f"an array of shape {shape} with NaN or infinite pixels: pixels are 0-255 or 0-1")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"an array with pixels from {low:g} to {high:g}: pixels are 0-255 (uint8-like) or 0-1, light on dark"
+        )
+    return (pixels / 255.0 if high > 1.0 else pixels).reshape(-1, 28, 28)
+
+
+METRICS_KEYS = ("model", "parameters", "epochs", "test_acc", "history")  # what Run reads from metrics.json
 
 
 def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
@@ -139,6 +173,10 @@ def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     or `run_dir`), and return the finished Run. A bad value raises (RunFailed, ValueError) with the one line
     the script prints; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt; a
     stop at trainer.max_steps (or on SIGTERM) raises RunStopped, whose message names last.pt."""
+    for override in overrides:
+        if not isinstance(override, str):
+            raise TypeError(f"train({override!r}): an override is a string, as on the command line: "
+                            f"train('trainer.epochs=3'), not {type(override).__name__}")  # fmt: skip
     try:
         cfg = compose(*overrides, return_hydra_config=True)
     except HydraException as error:
@@ -183,7 +221,16 @@ def load(run_dir: str | Path) -> Run:
         status = read_status(path)
         said = f"its status.json says {status['status']}" if status else "no status.json either"
         raise FileNotFoundError(f"{path}: no metrics.json, so not a completed run ({said})")
-    return Run(path.absolute(), json.loads(metrics_file.read_text()))
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise ValueError(
+            f"{metrics_file}: unreadable ({error}); the run's checkpoints are as they were"
+        ) from None
+    missing = [key for key in METRICS_KEYS if not isinstance(metrics, dict) or key not in metrics]
+    if missing:
+        raise ValueError(f"{metrics_file}: not a metrics.json this lab wrote (no {', '.join(missing)})")
+    return Run(path.absolute(), metrics)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
 
 Below this module everything takes plain typed arguments."""
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -75,12 +78,44 @@ def build_batches(
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]:
-    """The model `cfg.model` names on `device`, in channels_last where `trainer.channels_last` says so."""
+    """The model `cfg.model` names on `device`, in channels_last where `trainer.channels_last` says so; one
+    whose training would not fit the device's memory is refused before anything is allocated."""
+    with torch.device("meta"):  # shapes only: the parameter count of any width, in no memory
+        sized = instantiate(cfg.model)
+    needed = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in sized.parameters())
+    if needed > (memory := device_memory(device)):
+        raise ValueError(f"model ({', '.join(f'model.{k}={v}' for k, v in cfg.model.items() if k != '_target_')}) "
+                         f"needs about {needed / 2**30:,.1f} GiB to train (weights, gradients, optimizer state); "
+                         f"{device} has {memory / 2**30:,.1f} GiB: choose a smaller model")  # fmt: skip
     model = instantiate(cfg.model).to(device)
     channels_last = prefers_channels_last(model, cfg.trainer.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, channels_last
+
+
+@contextlib.contextmanager
+def naming_keys(node: DictConfig, group: str) -> Iterator[None]:
+    """A ValueError of torch's own checks (`Invalid momentum value: -1`) again, naming the config keys it is
+    about (the settings its message mentions; all of them where it mentions none)."""
+    try:
+        yield
+    except ValueError as error:
+        said = str(error)
+        settings = {str(k): v for k, v in node.items() if not str(k).startswith("_")}
+        named = [k for k in settings if k.rstrip("s").replace("_", " ") in said.lower().replace("_", " ")]
+        keys = " ".join(f"{group}.{k}={settings[k]}" for k in named or settings)
+        raise ValueError(f"{keys}: refused by {node._target_}: {said}") from None
+
+
+TRAINING_COPIES = 4  # a parameter's memory while training: itself, its gradient and Adam's two moments
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory `device` has in all (a GPU's own; otherwise this machine's)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_ddp(cfg: DictConfig, rank: Rank) -> None:
@@ -123,11 +158,15 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     train_batches, val_batches, test_batches = build_batches(cfg, device, rank)
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model, channels_last = build_model(cfg, device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
     steps_per_epoch = len(train_batches)
-    scheduler = instantiate(cfg.scheduler)(
-        optimizer, total_steps=run_steps(cfg.trainer.epochs, steps_per_epoch), steps_per_epoch=steps_per_epoch
-    )
+    with naming_keys(cfg.optimizer, "optimizer"):
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+    with naming_keys(cfg.scheduler, "scheduler"):
+        scheduler = instantiate(cfg.scheduler)(
+            optimizer,
+            total_steps=run_steps(cfg.trainer.epochs, steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+        )
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
     precision = Precision(AMP_DTYPES[cfg.trainer.precision], scaler)
     ema = None  # made before compiling: validation runs the average eagerly

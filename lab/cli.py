@@ -4,6 +4,7 @@ and exit status 2 (1 when the machine failed: a full disk), never a Python trace
 import atexit
 import contextlib
 import difflib
+import errno
 import logging
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from hydra.errors import (
     OverrideParseException,
 )
 
+from lab.config import registry
 from lab.outcomes import Refused, RunFailed, RunStopped, SweepFailed
 from trainer.files import WriteFailed
 
@@ -39,10 +41,33 @@ def user_message(error: BaseException) -> str:
         return _unknown_key(error)
     if isinstance(error, OverrideParseException):
         lines = [line for line in str(error).splitlines() if not line.startswith("See https://")]
-        return "; ".join(lines) + " (an override is key=value, e.g. trainer.epochs=3)"
+        return " ".join("; ".join(lines).split()) + f" ({_override_hint(str(error))})"
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        longest = max(re.split(r"[/=.]", str(error.filename or "")), key=len)
+        held = next((a for a in sys.argv[1:] if longest in a), str(error.filename))
+        return (f"{held.partition('=')[0][:60]}...: a name of {len(longest)} characters, too long for the file "
+                "system (255 at most): shorten it")  # fmt: skip
     if isinstance(error, KeyError) and error.args:
         return f"missing key {error.args[0]!r}"
     return " ".join(str(error).split())
+
+
+def _override_hint(said: str) -> str:
+    """What to do about an override Hydra could not parse: quote a value with a space or a non-ASCII letter
+    (the shell splits the one, Hydra's grammar refuses the other unquoted)."""
+    argv = sys.argv[1:]
+    failed = re.search(r"override '([^']*)'", said)
+    split = failed and failed.group(1) in argv and "=" not in failed.group(1)
+    if split and argv.index(failed.group(1)) > 0 and "=" in argv[argv.index(failed.group(1)) - 1]:
+        before = argv[argv.index(failed.group(1)) - 1]
+        key, _, value = before.partition("=")
+        return (f"'{failed.group(1)}' follows {before}: a value with a space is quoted, as in "
+                f"""'{key}="{value} {failed.group(1)}"'""")  # fmt: skip
+    odd = next((a for a in argv if not a.isascii() and "=" in a), None)
+    if odd:
+        key, _, value = odd.partition("=")
+        return f"""{key}: a value with a non-ASCII letter is quoted, as in '{key}="{value}"'"""
+    return "an override is key=value, e.g. trainer.epochs=3"
 
 
 def _missing_option(error: MissingConfigException) -> str:
@@ -70,7 +95,9 @@ def _unknown_key(error: ConfigCompositionException) -> str:
         if close
         else f"its keys: {', '.join(keys)}"
     )
-    added = f"; to add a new key: {append.group(1)}" if append else ""
+    target = (cause.parent_node or {}).get("_target_")  # type: ignore[union-attr]
+    takes = registry().get(parent, {}).get(str(target), frozenset())  # what the callable built there accepts
+    added = f"; to add it: {append.group(1)}" if append and key in takes else ""
     setting = append.group(1)[1:] if append else full_key
     return f"{setting}: {where} has no key {key} ({hint}){added}"
 

@@ -5,6 +5,7 @@ Importing this module registers the resolvers (`${project_root:}`, `${pid:}`, `$
 code that composes or loads a config of this project imports it first.
 """
 
+import difflib
 import functools
 import inspect
 import math
@@ -103,14 +104,20 @@ CHECKED_KEYS = {
     "data.mean": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
     "data.std": (lambda v: type(v) in (int, float) and 0 < v <= 1, "a number in (0, 1]"),
     "data.classes": (lambda v: v is not None and len(v) == 10, "a list of the 10 class names"),
-    "augment.max_shift": _NON_NEGATIVE_INT,
+    "augment.max_shift": (
+        lambda v: type(v) is int and 0 <= v < 28,
+        "an integer of pixels in [0, 27]: a shift the size of the 28x28 image leaves nothing of it",
+    ),
     "augment.degrees": (
         lambda v: type(v) in (int, float) and 0 <= v <= 180,
         "a number of degrees in [0, 180]",
     ),
     "augment.scale": (lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
     "augment.shear": (lambda v: type(v) in (int, float) and 0 <= v < 90, "a number of degrees in [0, 90)"),
-    "augment.translate": (lambda v: type(v) in (int, float) and v >= 0, "a number of pixels >= 0"),
+    "augment.translate": (
+        lambda v: type(v) in (int, float) and 0 <= v < 28,
+        "a number of pixels in [0, 28): a translation the size of the 28x28 image leaves nothing of it",
+    ),
     "augment.alpha": (lambda v: type(v) in (int, float) and v >= 0, "a number of pixels >= 0"),
     "augment.sigma": (lambda v: type(v) in (int, float) and v > 0, "a number of pixels > 0"),
     "augment.flip": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a probability in [0, 1]"),
@@ -125,7 +132,7 @@ CHECKED_KEYS = {
     "model.activation": _optional((lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")),
     "model.pool": _optional((lambda v: v in POOLS, f"one of {', '.join(POOLS)}")),
     "model.width": _optional(_POSITIVE_INT),
-    "model.depth": _optional(_NON_NEGATIVE_INT),
+    "model.depth": _optional((lambda v: type(v) is int and 0 <= v <= 64, "an integer in [0, 64]")),
     "model.dropout": _optional((_number(lambda v: 0 <= v < 1), "a number in [0, 1)")),
     "scheduler.warmup_fraction": _optional((_number(lambda v: 0 < v < 1), "a number in (0, 1)")),
     "scheduler.every_epochs": _optional(_POSITIVE_INT),
@@ -222,6 +229,43 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not valid(value):
             raise ValueError(f"{key} must be {expected}, got {value!r}")
+    check_declared(plain)  # type: ignore[arg-type]
+    floor, peak = OmegaConf.select(cfg, "scheduler.min_lr"), cfg.optimizer.lr
+    if floor is not None and floor > peak:
+        raise ValueError(f"scheduler.min_lr={floor} is above optimizer.lr={peak}, the peak rate: the schedule "
+                         "would raise the rate instead of annealing it; choose a floor below the peak")  # fmt: skip
+
+
+# Keys of the top level besides the groups: configs/config.yaml's own, and tune.py's (configs/hparams_search/).
+TOP_LEVEL = ("seed", "resume", "resume_sweep", "tune")
+DECLARED_GROUPS = ("trainer", "data", "augment")  # read key by key (model & co: check_targets knows theirs)
+
+
+@functools.cache
+def declared_keys() -> dict[str, frozenset[str]]:
+    """group -> the keys its options in configs/<group>/ declare; "" -> the top level's keys."""
+    declared = {
+        group: frozenset(str(k) for f in (CONFIG_DIR / group).glob("*.yaml") for k in OmegaConf.load(f))
+        for group in DECLARED_GROUPS
+    }
+    return {**declared, "": frozenset([*TOP_LEVEL, *BUILT_AT, *DECLARED_GROUPS])}
+
+
+def check_declared(config: dict[str, Any]) -> None:
+    """Refuse a key no option declares (an added `+trainer.foo=1`): nothing would read it."""
+    declared = declared_keys()
+    for group, keys in [("", config), *((g, config.get(g) or {}) for g in DECLARED_GROUPS)]:
+        for key in keys:
+            if key not in declared[group] and key != "defaults":
+                known = sorted(declared[group])
+                close = difflib.get_close_matches(str(key), known, n=1)
+                name = f"{group}.{key}" if group else str(key)
+                hint = (
+                    f"did you mean {group + '.' if group else ''}{close[0]}?"
+                    if close
+                    else f"its keys: {', '.join(known)}"
+                )
+                raise ValueError(f"{name}: nothing reads this key ({hint})")
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

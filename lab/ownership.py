@@ -25,6 +25,21 @@ class DirectoryTaken(ValueError):
     to do (exit status 2)."""
 
 
+def unwritable_reason(directory: Path) -> str | None:
+    """Why `directory` could not be created and written, or None if it can."""
+    try:
+        for parent in [directory, *directory.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{parent} is a file, not a directory"
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    return f"{parent} is not writable"
+                return None
+    except OSError as error:  # a name too long for the file system, a loop of links
+        return error.strerror or str(error)
+    return None
+
+
 def continues(resume: str | None, run_dir: Path) -> bool:
     """Whether `resume` continues the run in `run_dir` (auto, or a checkpoint or folder inside it)."""
     if resume is None:
@@ -42,6 +57,8 @@ def claim(run_dir: Path, resume: str | None, key: str) -> bool:
     run_dir = run_dir.absolute()
     if run_dir in _held:
         return False
+    if reason := unwritable_reason(run_dir):
+        raise DirectoryTaken(f"{key}={run_dir} cannot be created: {reason}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)

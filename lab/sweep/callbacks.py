@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from lab.outcomes import Refused, SweepFailed
 from lab.overrides import identity
-from lab.ownership import DirectoryTaken, claim, release
+from lab.ownership import DirectoryTaken, claim, release, unwritable_reason
 from lab.status import job_dirs, read_status
 from lab.sweep import slurm
 from lab.sweep.resume import check_resumable
@@ -22,18 +22,6 @@ from trainer import distributed
 from trainer.speed import available_cpus
 
 log = logging.getLogger("sweep")
-
-
-def unwritable_reason(directory: Path) -> str | None:
-    """Why `directory` could not be created and written, or None if it can."""
-    for parent in [directory, *directory.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{parent} is a file, not a directory"
-            if not os.access(parent, os.W_OK | os.X_OK):
-                return f"{parent} is not writable"
-            return None
-    return None
 
 
 class CheckOutputDir(Callback):

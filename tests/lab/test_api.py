@@ -15,7 +15,7 @@ from PIL import Image
 
 import lab.run
 from lab import load, train
-from lab.outcomes import RunFailed
+from lab.outcomes import RunFailed, RunStopped
 from tests.conftest import synthetic_digits, tiny_overrides
 from trainer.checkpoint import load_checkpoint
 
@@ -61,6 +61,25 @@ def test_predict_takes_tensors_arrays_pil_images_and_files(tmp_path: Path, tiny_
     assert len(mixed) == 3 and mixed.classes[1] == mixed.classes[2]  # a PIL image or its file: the same
     with pytest.raises(ValueError, match=r"an array of shape \(5, 5\)"):
         run.predict(np.zeros((5, 5)))
+    # what is not a batch of 28x28 greyscale images in 0-255 or 0-1 is refused, naming what it is
+    for bad, says in [
+        ([], "no images to predict: an empty list"),
+        (np.zeros((2, 3, 28, 28)), r"an array of shape \(2, 3, 28, 28\)"),  # colour: not 6 greyscale images
+        (np.full((28, 28), np.nan), "with NaN or infinite pixels"),
+        (torch.full((1, 28, 28), float("inf")), "with NaN or infinite pixels"),
+        (np.full((28, 28), -5.0), "pixels from -5 to -5: pixels are 0-255"),
+        (np.full((28, 28), 300.0), "pixels from 300 to 300"),
+        (tmp_path / "nothing.png", f"^{tmp_path / 'nothing.png'}: cannot be read"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            run.predict(bad)
+    # a 16-bit digit is scaled to its depth, not clipped to white: the same prediction as its 8-bit self
+    Image.fromarray(images[0].astype(np.uint16) * 257).save(tmp_path / "digit16.png")
+    assert Image.open(tmp_path / "digit16.png").mode.startswith("I")
+    assert run.predict(tmp_path / "digit16.png").classes == mixed.classes[2:]
+    assert torch.allclose(
+        run.predict(tmp_path / "digit16.png").probabilities, mixed.probabilities[2:], atol=1e-3
+    )
 
 
 def test_errors_raise_with_the_scripts_one_line(tmp_path: Path, tiny_mnist: Path) -> None:
@@ -72,7 +91,28 @@ def test_errors_raise_with_the_scripts_one_line(tmp_path: Path, tiny_mnist: Path
         train("model=lenet7")
     with pytest.raises(FileNotFoundError, match="no metrics.json, so not a completed run .*failed"):
         load(tmp_path / "bad")
+    with pytest.raises(TypeError, match=r"^train\(3\): an override is a string"):
+        train(*tiny_overrides(tiny_mnist), 3)  # type: ignore[arg-type]
+    (tmp_path / "a-file").write_text("keep me")
+    with pytest.raises(ValueError, match=f"^run_dir={tmp_path / 'a-file'} cannot be created: .* is a file"):
+        train(*tiny_overrides(tiny_mnist), run_dir=tmp_path / "a-file")
+    (tmp_path / "corrupt").mkdir()
+    for text, says in [('{"model": ', "unreadable"), ("[1, 2]", "not a metrics.json this lab wrote")]:
+        (tmp_path / "corrupt" / "metrics.json").write_text(text)
+        with pytest.raises(ValueError, match=f"^{tmp_path / 'corrupt' / 'metrics.json'}: {says}"):
+            load(tmp_path / "corrupt")
+    assert (tmp_path / "a-file").read_text() == "keep me"
     assert process_state() == before
+
+
+def test_a_max_steps_stop_raises_run_stopped_not_keyboard_interrupt(tmp_path: Path, tiny_mnist: Path) -> None:
+    with pytest.raises(
+        RunStopped, match="stopped at trainer.max_steps=3, in epoch 1; saved .*last.pt"
+    ) as stop:
+        train(*tiny_overrides(tiny_mnist), "trainer.max_steps=3", run_dir=tmp_path / "run")
+    assert stop.value.exit_code == 0
+    finished = train(*tiny_overrides(tiny_mnist), "resume=auto", run_dir=tmp_path / "run")
+    assert finished.metrics["epochs"] == 2
 
 
 def test_ctrl_c_stops_after_the_step_saves_last_pt_and_raises_keyboard_interrupt(

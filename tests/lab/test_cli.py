@@ -44,8 +44,9 @@ def test_a_user_error_is_one_line_and_exit_status_2(
     [
         ("model=lenet7", "model=lenet7: no such option (did you mean model=lenet?); model is one of: lenet, lenet_res, resmlp"),
         ("optimizer=sgdd", "optimizer=sgdd: no such option (did you mean optimizer=sgd?); optimizer is one of: adam, adamw, sgd"),
-        ("trainer.epocs=3", "trainer.epocs=3: trainer has no key epocs (did you mean trainer.epochs?); to add a new key: +trainer.epocs=3"),
-        ("seeed=3", "seeed=3: the config has no key seeed (did you mean seed?); to add a new key: +seeed=3"),
+        ("trainer.epocs=3", "trainer.epocs=3: trainer has no key epocs (did you mean trainer.epochs?)"),
+        ("seeed=3", "seeed=3: the config has no key seeed (did you mean seed?)"),
+        ("optimizer.betas=[0.7,0.9]", "optimizer.betas=[0.7,0.9]: optimizer has no key betas (its keys: _target_, _partial_, lr, weight_decay); to add it: +optimizer.betas=[0.7,0.9]"),
         ("trainer.epochs=[1", "no viable alternative at input '[1' (an override is key=value, e.g. trainer.epochs=3)"),
     ],
 )  # fmt: skip

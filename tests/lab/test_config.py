@@ -125,7 +125,15 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
             "data.validation_size must be an integer >= 0 (images; 0: train on all of them, no validation) "
             "or a fraction in (0, 1), got 1.5",
         ),
-        ("augment.max_shift=-1", "augment.max_shift must be an integer >= 0, got -1"),
+        (
+            "augment.max_shift=-1",
+            "augment.max_shift must be an integer of pixels in [0, 27]: a shift the size of the 28x28 image leaves nothing of it, got -1",
+        ),
+        (
+            "augment.max_shift=28",
+            "augment.max_shift must be an integer of pixels in [0, 27]: a shift the size of the 28x28 image leaves nothing of it, got 28",
+        ),
+        ("model=resmlp model.depth=65", "model.depth must be an integer in [0, 64], got 65"),
         ("augment.sigma=0", "augment.sigma must be a number of pixels > 0, got 0"),
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer > 0, got 0"),
         ("trainer.label_smoothing=1", "trainer.label_smoothing must be a number in [0, 1), got 1"),
@@ -137,7 +145,7 @@ def test_slurm_launcher_preset_composes_with_its_settings() -> None:
 )
 def test_values_no_run_could_use_are_refused_by_key_and_value(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^" + re.escape(message) + r"$"):
-        check_config(compose(override))
+        check_config(compose(*override.split()))
 
 
 def test_every_model_option_passes_the_checks_and_builds_its_class() -> None:
@@ -195,3 +203,32 @@ def test_the_names_checked_here_are_the_ones_the_models_know() -> None:
 def test_a_resmlp_value_is_refused_by_name(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^" + re.escape(message) + r"$"):
         check_config(compose("model=resmlp", override))
+
+
+def test_every_option_and_experiment_passes_the_registry_and_the_declared_keys() -> None:
+    options = [f"{f.parent.name}={f.stem}" for group in ("model", "data", "augment", "optimizer", "scheduler",
+               "experiment", "hparams_search") for f in sorted((CONFIG_DIR / group).glob("*.yaml"))]  # fmt: skip
+    assert len(options) > 30
+    for option in options:
+        check_config(compose(option))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model._target_=builtins.open", "refused: the config has model._target_='builtins.open', which the lab never builds (model is one of models.LeNet, models.LeNetRes, models.ResBlockMLP); nothing was built"),
+        ("+model.in_channels=3", "refused: the config sets model.in_channels, which models.LeNet does not take (it takes: activation, pool); nothing was built"),
+        ("+data.source._args_=[1]", "refused: the config sets data.source._args_, which data.sources.read_idx does not take (it takes: dataset, root, verify_md5); nothing was built"),
+        ("+trainer._target_=os.system", "refused: the config names a callable at trainer (trainer._target_='os.system'): the lab builds only model, data.source, optimizer, scheduler; nothing was built"),
+        ("+optimizer.foo=1", "refused: the config sets optimizer.foo, which torch.optim.Adam does not take"),
+        ("+foo=1", "foo: nothing reads this key"),
+        ("+augment.flips=0.5", "augment.flips: nothing reads this key (did you mean augment.flip?)"),
+        ("scheduler=cosine scheduler.min_lr=1", "scheduler.min_lr=1 is above optimizer.lr=0.003, the peak rate"),
+    ],
+)  # fmt: skip
+def test_a_config_builds_only_the_labs_own_parts_and_keys_something_reads(
+    override: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^" + re.escape(message)):
+        check_config(compose(*override.split()))
+    check_config(compose("+optimizer.betas=[0.7,0.9]", "+optimizer.fused=false"))  # what Adam itself takes

@@ -86,7 +86,7 @@ def test_two_train_py_on_one_directory_the_second_is_refused_and_changes_nothing
             if line.startswith("training:"):  # its config is written and the directory is its own
                 break
         before = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
-        for extra in ([], ["resume=auto"], ["trainer.epochs=3"]):
+        for extra in ([], ["resume=auto"]):
             second = run_script("train.py", *tiny_overrides(tiny_mnist), f"hydra.run.dir={run}", *extra)
             errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
             assert second.returncode == 2 and len(errors) == 1, second.stdout + second.stderr
