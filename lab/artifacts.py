@@ -11,13 +11,18 @@ from torch import nn
 
 from data.augment import Augment
 from lab.build import build_model
-from lab.config import check_targets, compose, leaves, to_plain
+from lab.config import check_config, check_targets, compose, leaves, to_plain
 from lab.overrides import override_key
 from trainer.checkpoint import BEST, LAST, RUN_KEYS, CheckpointError, load_checkpoint, load_weights
 from trainer.device import choose_device
 from trainer.files import atomic_write
 
 CHECKPOINTS = "checkpoints"  # <run dir>/checkpoints/{last,best}.pt
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (<run dir>/checkpoints/x.pt), or the folder of a loose one."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint.parent
 
 
 def checkpoint_path(spec: str, which: str, key: str) -> Path:
@@ -63,6 +68,10 @@ def load_trained(ckpt: str, overrides: list[str]) -> Trained:
                 f"{path} was trained on {trained_on}; these overrides ask for {cfg.data.name} "
                 f"(data.name): a model is evaluated on the dataset it learned"
             )
+    try:
+        check_config(cfg)  # the values too, as a run's own are checked before it starts
+    except ValueError as error:
+        raise CheckpointError(f"{path}: refused: its config: {error}") from None
     device = choose_device(cfg.trainer.device)
     model, _ = build_model(cfg, device)  # in the memory format it was tested in: the same numbers
     load_weights(model, checkpoint["model"], path)
@@ -96,6 +105,9 @@ ADDED_KEYS = [
 ]
 
 
+SAVED_GROUPS = ("model", "data", "optimizer", "scheduler", "trainer")  # what every saved config holds
+
+
 def saved_config(checkpoint: dict[str, Any], path: Path | str = "checkpoint") -> DictConfig:
     """The config a checkpoint (read from `path`) was trained with, checked as data: it names only what the
     lab builds itself (lab.config.check_targets) and holds no interpolation (a saved config is resolved, and
@@ -109,6 +121,11 @@ def saved_config(checkpoint: dict[str, Any], path: Path | str = "checkpoint") ->
             raise CheckpointError(f"{path}: refused: its config holds an interpolation at {key} ({value[:60]!r}), "
                                   "which a saved config never does; nothing was built")  # fmt: skip
     check_targets(config, str(path))
+    missing = [group for group in SAVED_GROUPS if not isinstance(config.get(group), dict)]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this project: its config has no {', '.join(missing)}"
+        )
     cfg = OmegaConf.create(config)
     if "augment" not in cfg:  # written before the augment group, when data.max_shift was the augmentation
         cfg.augment = asdict(Augment(max_shift=cfg.data.pop("max_shift", 0)))

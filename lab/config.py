@@ -11,7 +11,7 @@ import inspect
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,10 @@ CHECKED_KEYS = {
     ),
     "data.mean": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
     "data.std": (lambda v: type(v) in (int, float) and 0 < v <= 1, "a number in (0, 1]"),
-    "data.classes": (lambda v: v is not None and len(v) == 10, "a list of the 10 class names"),
+    "data.classes": (
+        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 10,
+        "a list of the 10 class names",
+    ),
     "augment.max_shift": (
         lambda v: type(v) is int and 0 <= v < 28,
         "an integer of pixels in [0, 27]: a shift the size of the 28x28 image leaves nothing of it",

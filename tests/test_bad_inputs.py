@@ -76,6 +76,14 @@ def saved(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
     (root / "canary.txt").write_text("a file the user can write: a hostile config must not touch it\n")
     for name, model in hostile_models(root).items():  # real checkpoints whose saved config names a callable
         torch.save({**last, "config": {**last["config"], "model": model}}, root / f"calls_{name}.pt")
+    data = {**last["config"]["data"], "mean": "x", "classes": 5}
+    torch.save({**last, "config": {**last["config"], "data": data}}, root / "bad_values.pt")
+    torch.save({**last, "config": {"seed": 0}}, root / "no_groups.pt")
+    interpolated = {
+        **last["config"]["data"],
+        "source": {**last["config"]["data"]["source"], "root": "${slurm_gpus:}"},
+    }
+    torch.save({**last, "config": {**last["config"], "data": interpolated}}, root / "interpolated.pt")
     images = root / "images"
     images.mkdir()
     digit = np.full((28, 28), 255, np.uint8)
@@ -189,6 +197,10 @@ CASES = [
     *[(script, [f"ckpt={{saved}}/calls_{name}.pt", *extra], 2, f"{{saved}}/calls_{name}.pt: refused: its config has model._target_=")
       for name in HOSTILE
       for script, extra in (("evaluate.py", []), ("predict.py", ["images={saved}/images"]), ("export.py", ["format=onnx"]))],
+    ("evaluate.py", ["ckpt={saved}/bad_values.pt"], 2, "{saved}/bad_values.pt: refused: its config: data.mean must be a number in [0, 1], got 'x'"),
+    ("evaluate.py", ["ckpt={saved}/no_groups.pt"], 2, "{saved}/no_groups.pt: not a checkpoint of this project: its config has no model, data, optimizer, scheduler, trainer"),
+    ("evaluate.py", ["ckpt={saved}/interpolated.pt"], 2, "{saved}/interpolated.pt: refused: its config holds an interpolation at data.source.root ('${{slurm_gpus:}}')"),
+    ("train.py", ["resume={saved}/interpolated.pt"], 2, "{saved}/interpolated.pt: refused: its config holds an interpolation"),
     # evaluate.py
     ("evaluate.py", ["ckpt={saved}/canary.txt"], 2, "{saved}/canary.txt: not a checkpoint: it is a text file"),
     ("evaluate.py", ["ckpt={saved}/blank.png"], 2, "{saved}/blank.png: not a checkpoint: it is a PNG image"),

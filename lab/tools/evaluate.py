@@ -12,7 +12,7 @@ import PIL.Image
 from torch import Tensor
 
 from data.loader import DeviceBatches, split_validation
-from lab.artifacts import Trained
+from lab.artifacts import Trained, run_dir_of
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
 from trainer.evaluation import TTA_VIEWS, EpochStats, Predictions, ViewAveraged, predict
@@ -115,7 +115,7 @@ def evaluate_trained(trained: Trained, out: str | None, tta: str | None = None, 
     augmentation is reported beside."""
     result = evaluate(trained, split=split)
     augmented = evaluate(trained, tta, split) if tta else None
-    path = Path(out or trained.checkpoint.parent.parent / "evaluation" / "confusion_matrix.png")
+    path = Path(out or run_dir_of(trained.checkpoint) / "evaluation" / "confusion_matrix.png")
     grid = path.with_name(f"{path.stem}_misclassified.png")
     atomic_write(path, image_bytes(result.confusion_figure(), path), "figure")
     atomic_write(grid, image_bytes(result.misclassified_figure(), grid), "figure")

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from data.loader import normalize
-from lab.artifacts import Trained
+from lab.artifacts import Trained, run_dir_of
 from lab.build import read_data
 from trainer.files import atomic_write
 
@@ -59,7 +59,7 @@ def export_trained(trained: Trained, fmt: str, out: str | None) -> tuple[str, bo
     report to print and whether it passed."""
     mnist = read_data(trained.cfg)
     model = trained.model.to("cpu", memory_format=torch.contiguous_format).eval()  # exported for the CPU
-    path = Path(out or trained.checkpoint.parent.parent / "export" / FORMATS[fmt])
+    path = Path(out or run_dir_of(trained.checkpoint) / "export" / FORMATS[fmt])
     images = normalize(mnist.test_images[: max(CHECK_BATCHES)], trained.cfg.data.mean, trained.cfg.data.std)
     exporter = export_onnx if fmt == "onnx" else export_torchscript
     content, exported = exporter(model, images[:2])
