@@ -3,6 +3,7 @@
 Below this module everything takes plain typed arguments."""
 
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -94,6 +95,19 @@ def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]
     return model, channels_last
 
 
+def build_optimizer(node: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer `node` names over `model`'s parameters, with its fused kernels (one kernel for all
+    parameters' updates, instead of several per parameter) where it has them for the device and the config does
+    not choose (`+optimizer.fused=false` turns them off)."""
+    make = instantiate(node)
+    if "fused" in node or "fused" not in inspect.signature(make.func).parameters:
+        return make(model.parameters())
+    try:
+        return make(model.parameters(), fused=True)
+    except (RuntimeError, ValueError):  # no fused kernels for this device or these parameters
+        return make(model.parameters())
+
+
 @contextlib.contextmanager
 def naming_keys(node: DictConfig, group: str) -> Iterator[None]:
     """A ValueError of torch's own checks (`Invalid momentum value: -1`) again, naming the config keys it is
@@ -160,7 +174,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     model, channels_last = build_model(cfg, device)
     steps_per_epoch = len(train_batches)
     with naming_keys(cfg.optimizer, "optimizer"):
-        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        optimizer = build_optimizer(cfg.optimizer, model)
     with naming_keys(cfg.scheduler, "scheduler"):
         scheduler = instantiate(cfg.scheduler)(
             optimizer,

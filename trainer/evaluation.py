@@ -68,6 +68,25 @@ class Tally:
         self.correct += (logits.argmax(dim=1) == labels).sum()
         self.seen += len(labels)
 
+    def add_step(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
+        """Count one training step: its mean loss over the batch (kept for the per-step curve), its logits
+        (B, 10) against its labels (B,). Five small ops on the device, no synchronisation."""
+        self.loss_sum.add_(loss, alpha=len(labels))  # the batch's sum of losses, in one op
+        self.correct.add_((logits.argmax(dim=1) == labels).sum())
+        self.seen += len(labels)
+        self.step_losses.append(loss)
+
+    def first_non_finite(self, since: int = 0) -> int | None:
+        """The step (1-based, of this pass) of the first non-finite loss at or after step `since` + 1, or None
+        (one synchronisation: a read of the losses since then)."""
+        recent = self.step_losses[since:]
+        if not recent:
+            return None
+        finite = torch.isfinite(torch.stack(recent))
+        if bool(finite.all()):
+            return None
+        return since + 1 + int((~finite).nonzero()[0, 0])
+
     def stats(self) -> EpochStats:
         """Mean loss and accuracy so far (one synchronisation)."""
         seen = max(self.seen, 1)

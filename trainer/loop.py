@@ -2,6 +2,7 @@
 and stops; `final_evaluation` tests the best weights once at the end (and the last epoch's beside them)."""
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,41 @@ EpochEnd = Callable[[int, EpochStats | None], None]
 Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits (B, 10), labels (B,)) -> mean loss
 
 
+def train_step(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    optimizer: Optimizer,
+    *,
+    criterion: Criterion,
+    precision: Precision,
+    tally: Tally,
+    read_loss: bool = False,
+) -> Tensor:
+    """One optimiser step on a batch (B, 1, 28, 28) and its labels (B,): forward under `precision`'s autocast,
+    loss, backward (scaled for float16), update; the batch counted in `tally`. Returns the loss, detached.
+
+    The one step of every path: eager on the CPU, under DDP (`model` is then the DDP wrapper, which averages the
+    gradients), and on an accelerator. With `read_loss` (the CPU, where a read costs no synchronisation) a
+    non-finite loss raises NonFiniteLoss before its update is applied; otherwise nothing is read back."""
+    with torch.autocast(images.device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+        logits = model(images)  # (B, 10)
+        loss = criterion(logits, labels)
+    if read_loss and not math.isfinite(value := loss.item()):
+        raise NonFiniteLoss(0, value)  # the caller knows the step
+    optimizer.zero_grad(set_to_none=True)
+    if precision.scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    loss = loss.detach()
+    tally.add_step(loss, logits.detach(), labels)
+    return loss
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -38,50 +74,41 @@ def train_one_epoch(
     precision: Precision | None = None,
     tally: Tally | None = None,
 ) -> EpochStats:
-    """One pass over `batches`, one optimiser and scheduler step per batch; returns mean loss and accuracy.
-
+    """One pass over `batches`, one `train_step` and scheduler step per batch; returns mean loss and accuracy.
 
     `criterion(logits, labels)` is the training loss (e.g. `nn.CrossEntropyLoss(label_smoothing=0.1)`).
     `precision` runs the forward pass under autocast and scales float16 losses. A NaN or infinite loss raises
-    NonFiniteLoss naming its step: on the CPU before its update is applied; on an accelerator the check is a
-    flag kept on the device and read every `PROGRESS_EVERY` steps and at the end (no per-step
-    synchronisation), so the updates since the last read were applied in memory, never saved. If `batches`
+    NonFiniteLoss naming its step: on the CPU, where reading the loss costs no synchronisation, before its
+    update is applied; on an accelerator the losses are read every `PROGRESS_EVERY` steps and at the end (no per-step
+    synchronisation), so the updates since the last read were applied in memory, never saved.
     """
     model.train()
     device = next(model.parameters()).device
     precision = precision or Precision()
     tally = tally or Tally(device)
-    check_every = 1 if device.type == "cpu" else PROGRESS_EVERY
-    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # the first non-finite step; 0: none
+    on_cpu = device.type == "cpu"
+    checked = 0  # steps of this pass whose losses were read
     step = 0
     for step, (images, labels) in enumerate(batches, start=1):
-        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-            logits = model(images)  # (B, 10)
-            loss = criterion(logits, labels)
-        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
-        if step % check_every == 0:
-            _check_finite(first_bad, loss, applied=check_every > 1)
-        optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
+        try:
+            train_step(model, images, labels, optimizer, criterion=criterion, precision=precision, tally=tally,
+                       read_loss=on_cpu)  # fmt: skip
+        except NonFiniteLoss as error:
+            raise NonFiniteLoss(step, error.value) from None
         scheduler.step()
-        tally.add(loss.detach() * len(labels), logits, labels)
-        tally.step_losses.append(loss.detach())
-    if step % check_every:
-        _check_finite(first_bad, loss, applied=True)
+        if not on_cpu and step % PROGRESS_EVERY == 0:
+            _check_finite(tally, checked)
+            checked = step
+    if not on_cpu and step > checked:
+        _check_finite(tally, checked)
     return tally.stats()
 
 
-def _check_finite(first_bad: Tensor, loss: Tensor, *, applied: bool) -> None:
-    """Raise NonFiniteLoss if the device-side flag `first_bad` names a step (one synchronisation)."""
-    bad_step = int(first_bad)
-    if bad_step:
-        raise NonFiniteLoss(bad_step, None if applied else loss.item())
+def _check_finite(tally: Tally, checked: int) -> None:
+    """Raise NonFiniteLoss if a loss after step `checked` of this pass is not finite (one synchronisation)."""
+    bad_step = tally.first_non_finite(since=checked)
+    if bad_step is not None:
+        raise NonFiniteLoss(bad_step, None)
 
 
 def fit(

@@ -75,3 +75,18 @@ def test_augment_benchmark_times_every_option_and_torchvision(mnist_root: Path, 
     for library in ("torchvision_v2_per_image_seconds_per_epoch", "kornia_seconds_per_epoch"):
         assert set(content[library]) == {"affine", "elastic", "affine_elastic"}
         assert all(v["median"] > 0 for v in content[library].values())
+
+
+def test_step_benchmark_counts_the_ops_of_both_pipelines_and_writes_its_json(tmp_path: Path) -> None:
+    path = run_bench("bench.step", tmp_path, "--device", "cpu")
+    content = json.loads(path.read_text())
+    results = content["results"]
+    assert set(results) == {"bare/default", "bare/fused", "mnist-lab/default", "mnist-lab/fused"}
+    for implementation in ("default", "fused"):
+        lab = results[f"mnist-lab/{implementation}"]
+        assert (
+            lab["ops"] > results[f"bare/{implementation}"]["ops"] > 100
+        )  # a real step: forward, backward, update
+        assert lab["ops_over_bare"] == lab["ops"] / results[f"bare/{implementation}"]["ops"]
+        assert len(lab["seconds_per_step"]["rounds"]) == 2 and lab["seconds_per_step"]["min"] > 0
+    assert results["bare/fused"]["ops"] < results["bare/default"]["ops"]  # one kernel for all the updates
