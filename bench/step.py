@@ -68,7 +68,7 @@ def steps(pipeline: str, implementation: str, device: torch.device, batch_size: 
         return bare
     tally, precision = Tally(device), Precision()
     return lambda: train_step(model, images, labels, optimizer, criterion=criterion, precision=precision,
-                              tally=tally, read_loss=device.type == "cpu")  # fmt: skip
+                              tally=tally)  # fmt: skip
 
 
 def seconds_per_step(step: Callable[[], object], device: torch.device, count: int) -> float:

@@ -149,7 +149,7 @@ def _debian_download(raw: Path) -> None:
 def write_seed_pickle(
     root: str | Path, path: str | Path, verify_md5: bool = True, dataset: str = "MNIST"
 ) -> Path:
-    """Write `dataset` (MNIST or FashionMNIST) from `root` as seed 003's pickle: ((X_train, y_train), (X_test,
+    """Write `dataset` (MNIST or FashionMNIST) from `root` as a pickle: ((X_train, y_train), (X_test,
     y_test)), uint8 (N, 28, 28)."""
     path = Path(path)
     mnist = read_idx(root, verify_md5=verify_md5, dataset=dataset)
@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: fetch and verify MNIST, then write the pickle if it is not there yet."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DATA_DIR, help="folder that gets MNIST/raw")
-    parser.add_argument("--pickle", type=Path, default=DATA_DIR / "mnist.pkl", help="seed 003 pickle")
+    parser.add_argument(
+        "--pickle",
+        type=Path,
+        default=DATA_DIR / "mnist.pkl",
+        help="the ((X_train, y_train), (X_test, y_test)) pickle to write",
+    )
     parser.add_argument("--fashion-pickle", type=Path, default=DATA_DIR / "fashion_mnist.pkl",
                         help="Fashion-MNIST in the same format")  # fmt: skip
     args = parser.parse_args(argv)
@@ -183,7 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     for dataset, path in (("MNIST", args.pickle), ("FashionMNIST", args.fashion_pickle)):
         if not path.exists():
             write_seed_pickle(args.root, path, dataset=dataset)
-            log.info("wrote %s (seed 003's pickle format) from %s", path, raws[dataset])
+            log.info(
+                "wrote %s (the ((X_train, y_train), (X_test, y_test)) pickle format) from %s",
+                path,
+                raws[dataset],
+            )
         else:
             log.info("%s already there", path)
 

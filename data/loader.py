@@ -40,7 +40,7 @@ def split_validation(
 
 def normalize(images: Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Tensor:
     """uint8 (or float in [0, 255]) (B, 28, 28) -> float (B, 1, 28, 28) with the dataset's mean and std (of its
-    training images in [0, 1]; MNIST's by default): the models' input (DESIGN.md)."""
+    training images in [0, 1]; MNIST's by default): the models' input."""
     return images.unsqueeze(1).float().sub_(255.0 * mean).div_(255.0 * std)
 
 

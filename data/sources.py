@@ -15,13 +15,13 @@ from data.safe_pickle import UnsafePickleError, load_arrays
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
-RAW_FILES = {  # the official files and their md5 sums (DESIGN.md)
+RAW_FILES = {  # the official files and their md5 sums
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-FASHION_RAW_FILES = {  # Fashion-MNIST's official files, the same names and format (DESIGN.md)
+FASHION_RAW_FILES = {  # Fashion-MNIST's official files, the same names and format
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
@@ -113,7 +113,7 @@ def check_idx_header(path: Path, ndim: int) -> None:
 
 
 def read_pickle(path: str | Path) -> MNISTData:
-    """Read seed 003's `((X_train, y_train), (X_test, y_test))` pickle, or the classic (train, valid, test).
+    """Read a `((X_train, y_train), (X_test, y_test))` pickle, or the classic (train, valid, test).
 
     X is (N, 28, 28) or (N, 784), uint8 0-255 or float 0-1; the classic layout's validation part is
     joined back to its training part (our own validation split is taken later). `.gz` is decompressed.

@@ -37,7 +37,7 @@ from lab.sweep.resume import earlier_job
 from trainer import distributed
 from trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
 from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
-from trainer.evaluation import EpochStats, Predictions
+from trainer.evaluation import EpochStats, SetPredictions
 from trainer.files import WriteFailed, write_json
 from trainer.loop import EpochEnd, final_evaluation, fit
 from trainer.state import TrainState
@@ -202,7 +202,7 @@ def train_built(
     return metrics
 
 
-def class_accuracy(predictions: Predictions, classes: list[str]) -> dict[str, float]:
+def class_accuracy(predictions: SetPredictions, classes: list[str]) -> dict[str, float]:
     """The test accuracy of each class, by name (metrics.json; the report names the weakest)."""
     matrix = confusion_matrix(predictions.predicted, predictions.labels, len(classes))
     return dict(zip(classes, per_class_accuracy(matrix).tolist(), strict=True))

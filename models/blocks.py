@@ -26,7 +26,7 @@ def make_pool(name: str, kernel_size: int = 2) -> nn.Module:
 
 
 def out_dim(in_dim: int, kernel_size: int, padding: int = 0, stride: int = 1, dilation: int = 1) -> int:
-    """Output height/width of a conv or pooling layer (seed 003's formula, as in PyTorch's docs)."""
+    """Output height/width of a conv or pooling layer (the formula in PyTorch's docs)."""
     return (in_dim + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
@@ -45,7 +45,7 @@ def conv_whole_input(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """Two linear layers with a skip connection: relu(x + fc1(dropout(relu(fc0(x)))))  (seed 003)."""
+    """Two linear layers with a skip connection: relu(x + fc1(dropout(relu(fc0(x)))))."""
 
     def __init__(self, dim: int, dropout: float = 0.0, activation: str = "relu") -> None:
         super().__init__()

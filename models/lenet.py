@@ -1,6 +1,6 @@
-"""LeNet-5 as seed 003's table defines it, and LeNetRes: the same network with batch norm and a residual skip.
+"""LeNet-5 as the paper's table defines it, and LeNetRes: the same network with batch norm and a residual skip.
 
-Both keep seed 003's state-dict layout (`conv.0..2`, `fc.0..`), so weights move between them and the seed.
+Both keep the usual state-dict layout (`conv.0..2`, `fc.0..`), so weights move between them.
 The 28x28 MNIST digit is zero-padded to the paper's 32x32 by the first convolution, which keeps the
 table's shapes layer by layer: 6x28x28, 6x14x14, 16x10x10, 16x5x5, 120.
 """
@@ -62,7 +62,7 @@ class LeNet(nn.Module):
 class LeNetRes(nn.Module):
     """LeNet with batch norm after C1 and C3 and a residual fully connected layer on the C5 features.
 
-    Seed 003's version declares its batch-norm layers but never calls them, and ends with `fc[1]` twice;
+    The version this grew from declares its batch-norm layers but never calls them, and ends with `fc[1]` twice;
     this one uses both BN layers and ends with the 84->10 layer, and returns logits, not softmax.
     """
 

@@ -1,4 +1,4 @@
-"""The layout's rules (DESIGN.md): entry points -> lab -> trainer, data, models; trainer, data and models know
+"""The layout's rules (docs/architecture.md): entry points -> lab -> trainer, data, models; trainer, data and models know
 nothing of Hydra, OmegaConf, Optuna or lab; nothing imports an entry point."""
 
 import ast

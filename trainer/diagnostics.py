@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from data.loader import MNIST_MEAN, MNIST_STD
-from trainer.evaluation import Predictions
+from trainer.evaluation import SetPredictions
 
 NUM_CLASSES = 10
 DIGITS = tuple(str(k) for k in range(NUM_CLASSES))  # MNIST's class names
@@ -106,7 +106,7 @@ def confusion_figure(
 
 
 def misclassified_figure(
-    predictions: Predictions,
+    predictions: SetPredictions,
     classes: Sequence[str] = DIGITS,
     mean_std: tuple[float, float] = (MNIST_MEAN, MNIST_STD),
     limit: int = 64,

@@ -30,7 +30,7 @@ class EpochStats:
 
 
 @dataclass
-class Predictions:
+class SetPredictions:
     """A model's outputs over a whole set, on the CPU: probabilities, true labels, the misclassified images."""
 
     probs: Tensor  # (N, 10) softmax probabilities
@@ -146,7 +146,7 @@ class ViewAveraged(nn.Module):
 @torch.inference_mode()
 def predict(
     model: nn.Module, batches: Batches, *, amp_dtype: torch.dtype | None = None
-) -> tuple[EpochStats, Predictions]:
+) -> tuple[EpochStats, SetPredictions]:
     """Mean loss and accuracy over `batches`, and every prediction (with the misclassified inputs)."""
     model.eval()
     device = next(model.parameters()).device
@@ -164,4 +164,4 @@ def predict(
     outputs = (
         torch.cat(t).cpu() if t else torch.empty(0) for t in (probs, targets, wrong_images, wrong_index)
     )
-    return tally.stats(), Predictions(*outputs)
+    return tally.stats(), SetPredictions(*outputs)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from trainer.checkpoint import Checkpoints
 from trainer.distributed import is_main
-from trainer.evaluation import Batches, EpochStats, Predictions, Tally, predict
+from trainer.evaluation import Batches, EpochStats, SetPredictions, Tally, predict
 from trainer.state import Precision, Progress, TrainState
 from trainer.stopping import NonFiniteLoss, StopRequests
 from trainer.tensorboard import RunLog, epoch_scalars
@@ -38,18 +38,17 @@ def train_step(
     criterion: Criterion,
     precision: Precision,
     tally: Tally,
-    read_loss: bool = False,
 ) -> Tensor:
     """One optimiser step on a batch (B, 1, 28, 28) and its labels (B,): forward under `precision`'s autocast,
     loss, backward (scaled for float16), update; the batch counted in `tally`. Returns the loss, detached.
 
     The one step of every path: eager on the CPU, under DDP (`model` is then the DDP wrapper, which averages the
-    gradients), and on an accelerator. With `read_loss` (the CPU, where a read costs no synchronisation) a
-    non-finite loss raises NonFiniteLoss before its update is applied; otherwise nothing is read back."""
+    gradients), and on an accelerator. On the CPU, where a read costs no synchronisation, a non-finite loss
+    raises NonFiniteLoss before its update is applied; on an accelerator nothing is read back."""
     with torch.autocast(images.device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
         logits = model(images)  # (B, 10)
         loss = criterion(logits, labels)
-    if read_loss and not math.isfinite(value := loss.item()):
+    if images.device.type == "cpu" and not math.isfinite(value := loss.item()):
         raise NonFiniteLoss(0, value)  # the caller knows the step
     optimizer.zero_grad(set_to_none=True)
     if precision.scaler is None:
@@ -91,8 +90,9 @@ def train_one_epoch(
     step = 0
     for step, (images, labels) in enumerate(batches, start=1):
         try:
-            train_step(model, images, labels, optimizer, criterion=criterion, precision=precision, tally=tally,
-                       read_loss=on_cpu)  # fmt: skip
+            train_step(
+                model, images, labels, optimizer, criterion=criterion, precision=precision, tally=tally
+            )
         except NonFiniteLoss as error:
             raise NonFiniteLoss(step, error.value) from None
         scheduler.step()
@@ -156,7 +156,7 @@ def fit(
 
 def _validate(
     state: TrainState, val_batches: Batches | None, train: EpochStats, epoch: str
-) -> tuple[EpochStats | None, Predictions | None, dict[str, float]]:
+) -> tuple[EpochStats | None, SetPredictions | None, dict[str, float]]:
     """The epoch's validation (None without a validation split), its curves' values and its log line."""
     val, predictions = None, None
     if val_batches is not None:
@@ -247,7 +247,7 @@ def _located(error: NonFiniteLoss, epoch: int, steps_before: int, checkpoints: C
 
 def final_evaluation(
     state: TrainState, test_batches: Batches, checkpoints: Checkpoints, run_log: RunLog, step: int
-) -> tuple[EpochStats, Predictions, float]:
+) -> tuple[EpochStats, SetPredictions, float]:
     """Test once with the weights that validated best (not merely the last ones), logged at `step`; and return
     the last epoch's test accuracy beside it (the same pass where the best epoch is the last)."""
     final = None

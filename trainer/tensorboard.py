@@ -28,7 +28,7 @@ from trainer.diagnostics import (
     misclassified_figure,
     per_class_accuracy,
 )
-from trainer.evaluation import EpochStats, Predictions
+from trainer.evaluation import EpochStats, SetPredictions
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RunLog:
         for offset, loss in enumerate(losses, start=1):
             self.writer.add_scalar(STEP_LOSS_TAG, loss, steps_before + offset)
 
-    def epoch(self, epoch: int, scalars: dict[str, float], val: Predictions | None) -> None:
+    def epoch(self, epoch: int, scalars: dict[str, float], val: SetPredictions | None) -> None:
         """The epoch's curves and the validation set's confusion matrix and per-class accuracy (if validated)."""
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, epoch)
@@ -136,13 +136,13 @@ class RunLog:
             if parameter.grad is not None:
                 self.writer.add_histogram(f"grads/{name}", parameter.grad, epoch)
 
-    def test(self, stats: EpochStats, predictions: Predictions, step: int) -> None:
+    def test(self, stats: EpochStats, predictions: SetPredictions, step: int) -> None:
         """The test set, once: loss, accuracy and the full diagnosis."""
         for tag, value in zip(TEST_TAGS, (stats.loss, stats.accuracy), strict=True):
             self.writer.add_scalar(tag, value, step)
         self.diagnosis("test", predictions, step, full=True)
 
-    def diagnosis(self, split: str, predictions: Predictions, step: int, full: bool = False) -> None:
+    def diagnosis(self, split: str, predictions: SetPredictions, step: int, full: bool = False) -> None:
         """The confusion matrix (image: row-normalised; with `full`, the counts beside it) and per-class accuracy
         of `split`; with `full`, also the table, the per-class precision-recall curves and the grid of
         misclassified digits."""

@@ -37,7 +37,7 @@ if ray_launcher is not None:
             ray_jobs.start(self.ray_cfg)
             from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray  # imports Ray
 
-            jobs: dict[Any, ray_jobs.Job] = {}  # Ray's reference to each job's result -> the job
+            jobs: dict[Any, ray_jobs.RayJob] = {}  # Ray's reference to each job's result -> the job
             for num, overrides in enumerate(job_overrides, start=initial_job_idx):
                 config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
                 with open_dict(config):
@@ -46,5 +46,5 @@ if ray_launcher is not None:
                 ray_jobs.log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
                 ref = launch_job_on_ray(self.hydra_context, self.ray_cfg.remote, config, self.task_function,
                                         Singleton.get_state())  # fmt: skip
-                jobs[ref] = ray_jobs.Job(run_dir, list(overrides), read_status(run_dir))
+                jobs[ref] = ray_jobs.RayJob(run_dir, list(overrides), read_status(run_dir))
             return ray_jobs.collect(jobs)

@@ -37,7 +37,7 @@ STOP_WAIT_SECONDS = 60  # how long a stopped sweep waits for its jobs to save la
 
 
 @dataclass
-class Job:
+class RayJob:
     """A job of the sweep as submitted: its run directory, overrides, and status.json before it started."""
 
     run_dir: Path
@@ -99,7 +99,7 @@ def stop() -> None:
         ray.shutdown()
 
 
-def collect(jobs: dict[Any, Job]) -> list[JobReturn]:
+def collect(jobs: dict[Any, RayJob]) -> list[JobReturn]:
     """Wait for every job's result; on Ctrl-C or SIGTERM, stop the sweep (stop_sweep)."""
     try:
         with signals_raise():
@@ -108,7 +108,7 @@ def collect(jobs: dict[Any, Job]) -> list[JobReturn]:
         raise stop_sweep(jobs, stop.signum if isinstance(stop, Interrupted) else signal.SIGINT) from None
 
 
-def result(ref: Any, job: Job) -> JobReturn:
+def result(ref: Any, job: RayJob) -> JobReturn:
     """The job's JobReturn; a job whose Ray worker died is recorded as failed (unless it recorded its own end),
     and the sweep goes on."""
     import ray
@@ -125,7 +125,7 @@ def result(ref: Any, job: Job) -> JobReturn:
         return JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED, _return_value=None)
 
 
-def stop_sweep(jobs: dict[Any, Job], signum: int) -> RunStopped:
+def stop_sweep(jobs: dict[Any, RayJob], signum: int) -> RunStopped:
     """Pass the stop on to every job (ray.cancel: the job's SIGINT handler), wait until the running ones have saved
     last.pt and recorded `stopped` (at most STOP_WAIT_SECONDS); the RunStopped (128 + `signum`) that ends it."""
     import ray
@@ -143,7 +143,7 @@ def stop_sweep(jobs: dict[Any, Job], signum: int) -> RunStopped:
     return RunStopped(message, 128 + signum)
 
 
-def still_running(job: Job) -> bool:
+def still_running(job: RayJob) -> bool:
     """Whether the job started in this sweep (its status.json changed) and has not recorded its end; a job on this
     machine whose process is gone has ended."""
     now = read_status(job.run_dir)

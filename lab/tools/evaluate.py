@@ -15,7 +15,7 @@ from data.loader import DeviceBatches, split_validation
 from lab.artifacts import Trained, run_dir_of
 from lab.build import AMP_DTYPES, read_data
 from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
-from trainer.evaluation import TTA_VIEWS, EpochStats, Predictions, ViewAveraged, predict
+from trainer.evaluation import TTA_VIEWS, EpochStats, SetPredictions, ViewAveraged, predict
 from trainer.files import atomic_write
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Evaluation:
 
     model_name: str
     stats: EpochStats
-    predictions: Predictions
+    predictions: SetPredictions
     confusion: Tensor  # (10, 10) counts: rows the true class, columns the predicted one
     classes: list[str]
     mean_std: tuple[float, float]

@@ -31,7 +31,7 @@ REQUIRED_METRICS = {"model", "parameters", "epochs", "test_acc", "train_seconds"
 
 
 @dataclass
-class Run:
+class SweepRun:
     """One run directory: what it trained (its overrides) and how it ended."""
 
     path: Path
@@ -45,7 +45,7 @@ class Row:
     """One configuration of the leaderboard: its runs over seeds."""
 
     name: str
-    runs: list[Run] = field(default_factory=list)
+    runs: list[SweepRun] = field(default_factory=list)
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ class Row:
         return statistics.fmean(values) if values else None
 
 
-def find_runs(directory: Path) -> list[Run]:
+def find_runs(directory: Path) -> list[SweepRun]:
     """Every run directory below `directory` (those Hydra wrote .hydra/overrides.yaml into)."""
     runs = []
     for saved in sorted(directory.rglob(".hydra/overrides.yaml")):
@@ -96,7 +96,7 @@ def find_runs(directory: Path) -> list[Run]:
         status = read_status(path)
         metrics = read_metrics(path / "metrics.json")
         state = status["status"] if status else ("completed" if metrics else "unknown")
-        runs.append(Run(path, identity(overrides), state, metrics))
+        runs.append(SweepRun(path, identity(overrides), state, metrics))
     return runs
 
 
@@ -119,7 +119,7 @@ def _readable(override: str) -> str:
     return f"{override_key(override).split('@')[0]}={override.split('=', 1)[1]}"
 
 
-def group(runs: list[Run]) -> tuple[list[Row], list[str]]:
+def group(runs: list[SweepRun]) -> tuple[list[Row], list[str]]:
     """Rows of runs that differ only in their seed, and the overrides every run shares (left out of names)."""
     without_seed = [[o for o in r.overrides if override_key(o) != "seed"] for r in runs]
     shared = set.intersection(*(set(o) for o in without_seed)) if runs else set()

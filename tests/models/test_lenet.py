@@ -1,4 +1,4 @@
-"""models/lenet.py: LeNet-5 layer by layer against seed 003's table, and LeNetRes with the seed's bugs fixed."""
+"""models/lenet.py: LeNet-5 layer by layer against the paper's table, and LeNetRes with the two bugs of its usual version fixed."""
 
 import pytest
 import torch
@@ -31,7 +31,7 @@ def test_lenet_matches_seed_table_layer_by_layer() -> None:
 
 
 class SeedLeNet(nn.Module):
-    """Seed 003's LeNet, copied as written (its forward is not used here, only its layout)."""
+    """LeNet as notebooks usually write it (its forward is not used here, only its layout)."""
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
@@ -52,7 +52,7 @@ def test_lenet_keeps_the_seed_state_dict_layout() -> None:
     ours = LeNet()
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in seed_state.items()}
     ours.load_state_dict(seed_state)  # strict: same keys, same shapes
-    # On a 28x28 digit our C1 pads to the paper's 32x32, which is what the seed's 32x32 input was.
+    # On a 28x28 digit our C1 pads to the paper's 32x32, the input size the paper's table assumes.
     x = torch.randn(3, 1, 28, 28)
     assert torch.allclose(ours.conv[0](x), seed_conv_on_padded(ours.conv[0], x), atol=1e-6)
 
@@ -98,7 +98,7 @@ def test_c5_as_matrix_product_gives_the_convolutions_numbers(model_class: type[n
     plain_grads = torch.autograd.grad(plain.square().sum(), [x, c5.weight, c5.bias])
     for a, b in zip(fast_grads, plain_grads, strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-10)
-    # The parameters are still those of a Conv2d(16, 120, 5): seed 003's layout and count.
+    # The parameters are still those of a Conv2d(16, 120, 5): the usual layout and count.
     assert c5.weight.shape == (120, 16, 5, 5) and isinstance(c5, nn.Conv2d)
 
 

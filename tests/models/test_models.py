@@ -29,7 +29,7 @@ def test_models_return_logits_not_probabilities(model_class: type[nn.Module]) ->
 
 @pytest.mark.parametrize("model_class", ALL_MODELS)
 def test_every_parameter_gets_a_gradient(model_class: type[nn.Module]) -> None:
-    # Catches declared-but-unused layers, such as the seed's LeNetRes batch norm and its fc[2].
+    # Catches declared-but-unused layers, such as a LeNetRes whose batch norm and fc[2] are never called.
     torch.manual_seed(0)
     model = model_class()
     F.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8)).backward()

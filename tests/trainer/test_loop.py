@@ -130,16 +130,7 @@ def test_the_step_is_the_bare_loops_arithmetic_bit_for_bit(optimizer_settings: d
         tally = Tally(torch.device("cpu"))
         for x, y in batches:
             if lab:
-                train_step(
-                    model,
-                    x,
-                    y,
-                    optimizer,
-                    criterion=criterion,
-                    precision=Precision(),
-                    tally=tally,
-                    read_loss=True,
-                )
+                train_step(model, x, y, optimizer, criterion=criterion, precision=Precision(), tally=tally)
             else:  # the loop everyone writes
                 optimizer.zero_grad()
                 criterion(model(x), y).backward()

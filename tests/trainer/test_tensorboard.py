@@ -135,12 +135,12 @@ def test_histograms_can_be_turned_off(tmp_path: Path, tiny_mnist: Path) -> None:
 
 
 def test_run_log_writes_each_tag_where_tensorboard_reads_it(tmp_path: Path) -> None:
-    from trainer.evaluation import EpochStats, Predictions
+    from trainer.evaluation import EpochStats, SetPredictions
     from trainer.tensorboard import EPOCH_TAGS, STEP_LOSS_TAG, TEST_TAGS, RunLog, epoch_scalars
 
     probs = torch.eye(10)[torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 8])]  # the last one wrong: 9 -> 8
     labels = torch.arange(10)
-    predictions = Predictions(probs, labels, torch.zeros(1, 1, 28, 28), torch.tensor([9]))
+    predictions = SetPredictions(probs, labels, torch.zeros(1, 1, 28, 28), torch.tensor([9]))
     train, val = EpochStats(0.5, 0.8, 100, 2.0), EpochStats(0.4, 0.9, 10, 0.1)
     with RunLog(tmp_path / "run", histograms_every=0) as run_log:
         run_log.step_losses([1.0, 0.5], steps_before=0)
