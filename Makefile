@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra
 
 data: install  ## fetch MNIST and Fashion-MNIST (md5-verified) into data/MNIST/raw, data/FashionMNIST/raw; write their pickles
-	$(PY) -m data.fetch
+	$(PY) -m mnist_lab.data.fetch
 
 train: data  ## train the default model; pass overrides as ARGS="model=lenet_res trainer.epochs=3"
 	$(PY) train.py $(ARGS)

@@ -11,10 +11,10 @@ per-class accuracy and the confusion matrix; saves the matrix and a grid of the 
 files (default: <run dir>/evaluation/confusion_matrix.png and confusion_matrix_misclassified.png).
 """
 
-from lab import cli
-from lab.artifacts import load_trained
-from lab.overrides import split_args
-from lab.tools.evaluate import USAGE, evaluate_trained
+from mnist_lab import cli
+from mnist_lab.artifacts import load_trained
+from mnist_lab.overrides import split_args
+from mnist_lab.tools.evaluate import USAGE, evaluate_trained
 
 
 def main(argv: list[str]) -> int:

@@ -8,10 +8,10 @@ absolute difference of the logits must be at most 1e-4 and every argmax the same
 Needs the export extra: pip install -e '.[export]' (onnx, onnxscript, onnxruntime).
 """
 
-from lab import cli
-from lab.artifacts import load_trained
-from lab.overrides import split_args
-from lab.tools.export import FORMATS, USAGE, export_trained
+from mnist_lab import cli
+from mnist_lab.artifacts import load_trained
+from mnist_lab.overrides import split_args
+from mnist_lab.tools.export import FORMATS, USAGE, export_trained
 
 
 def main(argv: list[str]) -> int:

@@ -10,10 +10,10 @@ A file that cannot be used (unreadable, not an image, nothing drawn) gets its ow
 are still predicted (exit status 1 if any failed).
 """
 
-from lab import cli
-from lab.artifacts import load_trained
-from lab.overrides import split_args
-from lab.tools.predict import USAGE, predict_files, show
+from mnist_lab import cli
+from mnist_lab.artifacts import load_trained
+from mnist_lab.overrides import split_args
+from mnist_lab.tools.predict import USAGE, predict_files, show
 
 
 def main(argv: list[str]) -> int:

@@ -8,8 +8,8 @@ val_acc_per_epoch.png and test_acc_vs_params.png (lab/tools/report.py).
 
 from pathlib import Path
 
-from lab import cli
-from lab.tools.report import report
+from mnist_lab import cli
+from mnist_lab.tools.report import report
 
 
 def main(argv: list[str]) -> int:

@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import lab.config  # noqa: F401  (registers the resolvers the configs use)
-from lab import cli, ddp, run
+import mnist_lab.config  # noqa: F401  (registers the resolvers the configs use)
+from mnist_lab import cli, ddp, run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")

@@ -10,9 +10,9 @@ running the same command again continues it (until `tune.trials` trials have fin
 At the end: the best trials, the command that trains the best one, and <tune.dir>/best.json.
 """
 
-from lab import cli
-from lab.config import compose
-from lab.search.driver import search
+from mnist_lab import cli
+from mnist_lab.config import compose
+from mnist_lab.search.driver import search
 
 
 def main(argv: list[str]) -> int:

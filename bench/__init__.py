@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lab.config import PROJECT_ROOT
-from lab.provenance import cpu_name, git_revision, versions
-from trainer.files import write_json
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.provenance import cpu_name, git_revision, versions
+from mnist_lab.trainer.files import write_json
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 

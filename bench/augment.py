@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from bench import RESULTS, machine, spread, write_result
-from lab.build import build_batches
-from lab.config import compose
-from trainer.device import choose_device
+from mnist_lab.build import build_batches
+from mnist_lab.config import compose
+from mnist_lab.trainer.device import choose_device
 
 OPTIONS = ("none", "shift", "affine", "elastic", "affine_elastic")
 

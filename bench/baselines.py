@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data.loader import normalize
-from data.sources import MNISTData
-from models import LeNet
+from mnist_lab.data.loader import normalize
+from mnist_lab.data.sources import MNISTData
+from mnist_lab.models import LeNet
 
 
 def synchronize(device: torch.device) -> None:

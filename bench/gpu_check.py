@@ -31,9 +31,9 @@ from bench import RESULTS, machine, write_result
 from bench.baselines import anchor_run, bare_epoch
 from bench.throughput import FLOORS, build_contender, mnist_lab_epoch
 from bench.time_to_accuracy import run_experiment
-from data.sources import MNISTData, read_idx
-from lab.config import PROJECT_ROOT, compose
-from lab.run import train
+from mnist_lab.config import PROJECT_ROOT, compose
+from mnist_lab.data.sources import MNISTData, read_idx
+from mnist_lab.run import train
 
 EPOCH_OVER_BARE, SPEEDRUN_OVER_ANCHOR, SPEEDRUN_ACCURACY = 0.3, 0.5, 0.99  # the targets
 ON_GPU = ["trainer.device=cuda", "trainer.epochs=2", "trainer.histograms_every=0"]

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULTS, machine, spread, write_result
-from lab.config import PROJECT_ROOT
+from mnist_lab.config import PROJECT_ROOT
 
 # The child interpreter of (2): times each phase of lab/run.py's own path by wrapping the functions it calls.
 PHASES_CHILD = r"""
 import json, sys, time
 start = time.perf_counter()
 from pathlib import Path
-import lab.build, lab.run, trainer.loop, trainer.tensorboard
-from lab.config import compose
+import mnist_lab.build, mnist_lab.run, mnist_lab.trainer.loop, mnist_lab.trainer.tensorboard
+from mnist_lab.config import compose
 seconds = {"imports": time.perf_counter() - start}
 
 def timed(module, name, key):
@@ -51,13 +51,13 @@ timed(lab.build, "read_data", "data")
 timed(lab.run, "build", "build_total")
 timed(trainer.loop, "predict", "predict")  # validation each epoch, and the test set once
 for name in ("start", "hparams", "step_losses", "epoch", "histograms", "close"):
-    timed(trainer.tensorboard.RunLog, name, "tensorboard")
-timed(trainer.tensorboard.RunLog, "test", "tensorboard_test")
+    timed(mnist_lab.trainer.tensorboard.RunLog, name, "tensorboard")
+timed(mnist_lab.trainer.tensorboard.RunLog, "test", "tensorboard_test")
 began = time.perf_counter()
 cfg = compose(*sys.argv[2:])
 seconds["config"] = time.perf_counter() - began
 began = time.perf_counter()
-metrics = lab.run.train(cfg, Path(sys.argv[1]))
+metrics = mnist_lab.run.train(cfg, Path(sys.argv[1]))
 seconds["run_total"] = time.perf_counter() - began
 seconds["training"] = metrics["train_seconds"]
 seconds["all"] = time.perf_counter() - start
@@ -118,7 +118,7 @@ def one_repeat(workdir: Path, overrides: list[str]) -> dict[str, Any]:
     if not digit.exists():
         from PIL import Image
 
-        from data.sources import read_idx
+        from mnist_lab.data.sources import read_idx
 
         Image.fromarray(read_idx(PROJECT_ROOT / "data").test_images[0].numpy()).save(digit)
     return {

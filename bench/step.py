@@ -23,12 +23,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from bench import RESULTS, machine, spread, write_result
-from lab.config import compose
-from models import LeNet
-from trainer.device import choose_device
-from trainer.evaluation import Tally
-from trainer.loop import train_step
-from trainer.state import Precision
+from mnist_lab.config import compose
+from mnist_lab.models import LeNet
+from mnist_lab.trainer.device import choose_device
+from mnist_lab.trainer.evaluation import Tally
+from mnist_lab.trainer.loop import train_step
+from mnist_lab.trainer.state import Precision
 
 IMPLEMENTATIONS = {"default": {}, "fused": {"fused": True}}  # torch.optim.Adam's keyword arguments
 

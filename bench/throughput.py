@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from bench import RESULTS, machine, spread, write_result
-from lab.build import Setup, build
-from lab.config import PROJECT_ROOT, compose
-from models import LeNet, LeNetRes, ResBlockMLP
-from trainer.device import choose_device
-from trainer.loop import train_one_epoch
+from mnist_lab.build import Setup, build
+from mnist_lab.config import PROJECT_ROOT, compose
+from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
+from mnist_lab.trainer.device import choose_device
+from mnist_lab.trainer.loop import train_one_epoch
 
 MODELS = {"lenet": LeNet, "lenet_res": LeNetRes, "resmlp": ResBlockMLP}  # the configs' defaults
 FLOORS = {  # variant -> its overrides

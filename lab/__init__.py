@@ -1,8 +1,9 @@
-"""The config-aware layer and the Python API: turns a Hydra config into plain objects for trainer/, data/ and
-models/, and a run directory (status, metrics, checkpoints) around them. Entry points call it; it never calls
-them, and it never exits the process.
+"""mnist_lab: the config-aware layer (this folder, lab/) and, under it, mnist_lab.trainer, mnist_lab.data and
+mnist_lab.models. It turns a Hydra config into plain objects for those, and a run directory (status, metrics,
+checkpoints) around them; it is the Python API. Entry points call it; it never calls them, and it never exits
+the process.
 
-    from lab import train, load      # lab/api.py: train(*overrides) -> Run; load(run_dir) -> Run
+    from mnist_lab import train, load      # lab/api.py: train(*overrides) -> Run; load(run_dir) -> Run
 """
 
 from typing import Any
@@ -11,9 +12,10 @@ API = ("train", "load", "Run", "Predictions")
 
 
 def __getattr__(name: str) -> Any:
-    """`from lab import train` imports lab.api (and torch) only when asked: lab.status and lab.tools.report stay light."""
+    """`from mnist_lab import train` imports mnist_lab.api (and torch) only when asked: mnist_lab.status and
+    mnist_lab.tools.report stay light."""
     if name in API:
-        from lab import api
+        from mnist_lab import api
 
         return getattr(api, name)
-    raise AttributeError(f"module 'lab' has no attribute {name!r}")
+    raise AttributeError(f"module 'mnist_lab' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The Python API, for notebooks and scripts: `train(*overrides)` runs what `python train.py <overrides>` runs
 and returns a `Run`; `load(run_dir)` gives the same object for a run already on disk.
 
-    from lab import train, load
+    from mnist_lab import train, load
     run = train("model=lenet_res", "trainer.epochs=3")   # the same overrides as the command line
     run.metrics["test_acc"], run.history, run.model
     run.predict(images)                                  # tensors, PIL images or image files
@@ -34,17 +34,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
-from data.images import ImageError, greyscale, load_greyscale, prepare
-from lab.artifacts import Trained, load_trained
-from lab.cli import OUR_LOGGERS, user_message
-from lab.config import compose
-from lab.outcomes import RunStopped
-from lab.ownership import owned
-from lab.run import Job, run_job
-from lab.status import read_status
+from mnist_lab.artifacts import Trained, load_trained
+from mnist_lab.cli import OUR_LOGGERS, user_message
+from mnist_lab.config import compose
+from mnist_lab.data.images import ImageError, greyscale, load_greyscale, prepare
+from mnist_lab.outcomes import RunStopped
+from mnist_lab.ownership import owned
+from mnist_lab.run import Job, run_job
+from mnist_lab.status import read_status
 
 if TYPE_CHECKING:
-    from lab.tools.evaluate import Evaluation
+    from mnist_lab.tools.evaluate import Evaluation
 
 ImageLike = Tensor | np.ndarray | Image.Image | str | Path
 
@@ -107,7 +107,7 @@ class Run:
         """The best model on the official test set (or the data source `overrides` name; `split="val"`: the
         validation images the run held out): accuracy, loss, every prediction, the confusion matrix and its
         figures; with `tta` ("flip" or "shift"), probabilities averaged over those views of each image."""
-        from lab.tools.evaluate import evaluate
+        from mnist_lab.tools.evaluate import evaluate
 
         trained = load_trained(str(self.run_dir), list(overrides)) if overrides else self.trained
         return evaluate(trained, tta, split)

@@ -1,6 +1,7 @@
 """Where runs and checkpoints live: find a run's checkpoint, load a trained model on its run's config, and
 find and check the checkpoint a run resumes from."""
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from data.augment import Augment
-from lab.build import build_model
-from lab.config import check_config, check_targets, compose, leaves, to_plain
-from lab.overrides import override_key
-from trainer.checkpoint import BEST, LAST, RUN_KEYS, CheckpointError, load_checkpoint, load_weights
-from trainer.device import choose_device
-from trainer.files import atomic_write
+from mnist_lab.build import build_model
+from mnist_lab.config import check_config, check_targets, compose, leaves, nodes, to_plain
+from mnist_lab.data.augment import Augment
+from mnist_lab.overrides import override_key
+from mnist_lab.trainer.checkpoint import BEST, LAST, RUN_KEYS, CheckpointError, load_checkpoint, load_weights
+from mnist_lab.trainer.device import choose_device
+from mnist_lab.trainer.files import atomic_write
 
 CHECKPOINTS = "checkpoints"  # <run dir>/checkpoints/{last,best}.pt
 
@@ -97,7 +98,7 @@ ADDED_KEYS = [
     ("trainer.compile_mode", "default", None),
     ("trainer.cudnn_benchmark", True, None),  # cuDNN timed its algorithms on every CUDA run then
     ("trainer.ema", None, None),
-    ("model.pool", "avg", "models.LeNet"),
+    ("model.pool", "avg", "mnist_lab.models.LeNet"),
     ("data.name", "mnist", None),  # before Fashion-MNIST, every run was MNIST with its fixed constants
     ("data.mean", 0.1307, None),
     ("data.std", 0.3081, None),
@@ -105,14 +106,31 @@ ADDED_KEYS = [
 ]
 
 
+# The packages whose `_target_`s checkpoints named before the lab was installed under one name, mnist_lab.
+RENAMED_PACKAGES = ("models.", "data.", "trainer.")
+
+
+def with_current_targets(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config whose `_target_`s (models.LeNet, written before mnist_lab) name the callables as
+    the lab does now (mnist_lab.models.LeNet); each is then checked like any other."""
+    renamed = copy.deepcopy(config)
+    for _, node in nodes(renamed):
+        target = node.get("_target_")
+        if isinstance(target, str) and target.startswith(RENAMED_PACKAGES):
+            node["_target_"] = f"mnist_lab.{target}"
+    return renamed
+
+
 SAVED_GROUPS = ("model", "data", "optimizer", "scheduler", "trainer")  # what every saved config holds
 
 
 def saved_config(checkpoint: dict[str, Any], path: Path | str = "checkpoint") -> DictConfig:
     """The config a checkpoint (read from `path`) was trained with, checked as data: it names only what the
-    lab builds itself (lab.config.check_targets) and holds no interpolation (a saved config is resolved, and
+    lab builds itself (mnist_lab.config.check_targets) and holds no interpolation (a saved config is resolved, and
     a resolver would run when read). Keys added since it was written get the value it used."""
     config = checkpoint["config"]
+    if isinstance(config, dict):
+        config = with_current_targets(config)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: not a checkpoint of this project: its config is a "
                               f"{type(config).__name__}, not a mapping")  # fmt: skip

@@ -15,16 +15,22 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from data.augment import Augment
-from data.loader import DeviceBatches, split_validation
-from data.sources import MNISTData
-from lab.config import check_config, to_plain
-from trainer import distributed
-from trainer.device import choose_device
-from trainer.distributed import Rank
-from trainer.loop import run_steps
-from trainer.speed import available_cpus, configure_threads, prefers_channels_last, tune_for, warm_up
-from trainer.state import Precision, TrainState, averaged_every_step
+from mnist_lab.config import check_config, to_plain
+from mnist_lab.data.augment import Augment
+from mnist_lab.data.loader import DeviceBatches, split_validation
+from mnist_lab.data.sources import MNISTData
+from mnist_lab.trainer import distributed
+from mnist_lab.trainer.device import choose_device
+from mnist_lab.trainer.distributed import Rank
+from mnist_lab.trainer.loop import run_steps
+from mnist_lab.trainer.speed import (
+    available_cpus,
+    configure_threads,
+    prefers_channels_last,
+    tune_for,
+    warm_up,
+)
+from mnist_lab.trainer.state import Precision, TrainState, averaged_every_step
 
 log = logging.getLogger(__name__)
 

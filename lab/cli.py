@@ -22,13 +22,18 @@ from hydra.errors import (
     OverrideParseException,
 )
 
-from lab.config import registry
-from lab.outcomes import Refused, RunFailed, RunStopped, SweepFailed
-from trainer.files import WriteFailed
+from mnist_lab.config import registry
+from mnist_lab.outcomes import Refused, RunFailed, RunStopped, SweepFailed
+from mnist_lab.trainer.files import WriteFailed
 
 # What a user's input can cause: a bad value, a missing or unreadable file, a config Hydra cannot compose.
 USER_ERRORS = (ValueError, KeyError, OSError, HydraException)
-OUR_LOGGERS = ("train", "tune", "sweep", "lab", "trainer", "data")  # INFO; other libraries' loggers: WARNING
+OUR_LOGGERS = (
+    "train",
+    "tune",
+    "sweep",
+    "mnist_lab",
+)  # INFO (mnist_lab: every module of ours); other libraries' loggers: WARNING
 
 
 def user_message(error: BaseException) -> str:

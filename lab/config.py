@@ -19,8 +19,8 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from lab.sweep import slurm
-from lab.sweep.resume import sweep_dir
+from mnist_lab.sweep import slurm
+from mnist_lab.sweep.resume import sweep_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -188,7 +188,7 @@ def check_targets(config: dict[str, Any], origin: str = "") -> None:
     `origin` (a checkpoint's path) starts the message when the config was read from a file."""
     said = f"{origin}: refused: its config" if origin else "refused: the config"
     allowed = registry()
-    for place, node in _nodes(config):
+    for place, node in nodes(config):
         special = INSTANTIATE_KEYS & set(node)
         if not special:
             continue
@@ -209,15 +209,15 @@ def check_targets(config: dict[str, Any], origin: str = "") -> None:
                              "nothing was built")  # fmt: skip
 
 
-def _nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+def nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """(dotted key, mapping) of every mapping in a plain config, the config itself first."""
     if isinstance(node, dict):
         yield prefix, node
         for key, value in node.items():
-            yield from _nodes(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from nodes(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _nodes(value, f"{prefix}.{index}" if prefix else str(index))
+            yield from nodes(value, f"{prefix}.{index}" if prefix else str(index))
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -8,9 +8,9 @@ import os
 from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
 
-from lab.config import CONFIG_DIR
-from trainer import distributed
-from trainer.distributed import Rank
+from mnist_lab.config import CONFIG_DIR
+from mnist_lab.trainer import distributed
+from mnist_lab.trainer.distributed import Rank
 
 RUN_DIR = "hydra.run.dir="
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.status import STATUS_FILE, read_status
+from mnist_lab.status import STATUS_FILE, read_status
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("metrics.json", STATUS_FILE, "checkpoints/last.pt", "checkpoints/best.pt")

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lab.config import PROJECT_ROOT
+from mnist_lab.config import PROJECT_ROOT
 
 
 def git_revision() -> dict[str, Any]:

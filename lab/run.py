@@ -24,25 +24,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab.artifacts import CHECKPOINTS, copy_checkpoint, load_resume, resume_checkpoint
-from lab.build import Setup, build
-from lab.cli import USER_ERRORS, user_message
-from lab.ddp import join_slurm_job, label_logs
-from lab.outcomes import RunFailed, RunStopped
-from lab.overrides import identity, override_key
-from lab.ownership import DirectoryTaken, owned
-from lab.provenance import provenance
-from lab.status import Pruned, write_status
-from lab.sweep.resume import earlier_job
-from trainer import distributed
-from trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
-from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
-from trainer.evaluation import EpochStats, SetPredictions
-from trainer.files import WriteFailed, write_json
-from trainer.loop import EpochEnd, final_evaluation, fit
-from trainer.state import TrainState
-from trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped, stopping_at_once
-from trainer.tensorboard import RunLog
+from mnist_lab.artifacts import CHECKPOINTS, copy_checkpoint, load_resume, resume_checkpoint
+from mnist_lab.build import Setup, build
+from mnist_lab.cli import USER_ERRORS, user_message
+from mnist_lab.ddp import join_slurm_job, label_logs
+from mnist_lab.outcomes import RunFailed, RunStopped
+from mnist_lab.overrides import identity, override_key
+from mnist_lab.ownership import DirectoryTaken, owned
+from mnist_lab.provenance import provenance
+from mnist_lab.status import Pruned, write_status
+from mnist_lab.sweep.resume import earlier_job
+from mnist_lab.trainer import distributed
+from mnist_lab.trainer.checkpoint import BEST, LAST, Checkpoints, check_weights
+from mnist_lab.trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
+from mnist_lab.trainer.evaluation import EpochStats, SetPredictions
+from mnist_lab.trainer.files import WriteFailed, write_json
+from mnist_lab.trainer.loop import EpochEnd, final_evaluation, fit
+from mnist_lab.trainer.state import TrainState
+from mnist_lab.trainer.stopping import NonFiniteLoss, StopRequests, TrainingStopped, stopping_at_once
+from mnist_lab.trainer.tensorboard import RunLog
 
 log = logging.getLogger("train")
 
@@ -291,7 +291,7 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
     callables: list[EpochEnd] = [record]
     tune = cfg.get("tune")
     if tune is not None and tune.get("trial") is not None:
-        from lab.search.trial import trial_reporter  # optuna loads only in a search's trials
+        from mnist_lab.search.trial import trial_reporter  # optuna loads only in a search's trials
 
         callables.append(trial_reporter(tune))
     return callables

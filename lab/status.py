@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.files import write_json
+from mnist_lab.trainer.files import write_json
 
 STATUS_FILE = "status.json"
 

@@ -7,7 +7,7 @@ table's shapes layer by layer: 6x28x28, 6x14x14, 16x10x10, 16x5x5, 120.
 
 from torch import Tensor, nn
 
-from models.blocks import conv_whole_input, make_activation, make_pool, out_dim
+from mnist_lab.models.blocks import conv_whole_input, make_activation, make_pool, out_dim
 
 PAPER_PADDING = 2  # (32 - 28) / 2: LeCun et al. (1998) centre the 28x28 digit in a 32x32 field
 

@@ -4,7 +4,7 @@ import math
 
 from torch import Tensor, nn
 
-from models.blocks import ResBlock, make_activation
+from mnist_lab.models.blocks import ResBlock, make_activation
 
 
 class ResBlockMLP(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lab.config import PROJECT_ROOT, compose
+from mnist_lab.config import PROJECT_ROOT, compose
 
 MNIST_RAW = PROJECT_ROOT / "data" / "MNIST" / "raw"
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"

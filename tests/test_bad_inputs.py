@@ -22,13 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lab.api import load
-from lab.api import train as api_train
-from lab.config import PROJECT_ROOT
-from lab.run import train
-from models import LeNet
+from mnist_lab.api import load
+from mnist_lab.api import train as api_train
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.models import LeNet
+from mnist_lab.run import train
+from mnist_lab.trainer.speed import available_cpus
 from tests.conftest import tiny_config, tiny_overrides
-from trainer.speed import available_cpus
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def hostile_models(root: Path) -> dict[str, dict]:
         "os_system": {"_target_": "os.system", "command": f"touch {ran}"},
         "subprocess_run": {"_target_": "subprocess.run", "args": ["touch", ran]},
         "nested": {
-            "_target_": "models.LeNet",
+            "_target_": "mnist_lab.models.LeNet",
             "activation": {"_target_": "os.system", "command": f"touch {ran}"},
         },
     }
@@ -191,7 +191,7 @@ CASES = [
     *[("train.py", [f"resume={{saved}}/calls_{name}.pt"], 2, f"{{saved}}/calls_{name}.pt: refused: its config has model._target_=") for name in HOSTILE],
     ("train.py", ["resume={saved}/calls_nested.pt"], 2, "{saved}/calls_nested.pt: refused: its config names a callable at model.activation"),
     ("train.py", ["model._target_=builtins.open"], 2, "model._target_='builtins.open', which the lab never builds"),
-    ("train.py", ["+model.in_channels=3"], 2, "sets model.in_channels, which models.LeNet does not take (it takes: activation, pool)"),
+    ("train.py", ["+model.in_channels=3"], 2, "sets model.in_channels, which mnist_lab.models.LeNet does not take (it takes: activation, pool)"),
     ("train.py", ["+trainer._target_=os.system"], 2, "names a callable at trainer"),
     # evaluate.py, predict.py, export.py: a callable in the checkpoint's config is refused before anything is built
     *[(script, [f"ckpt={{saved}}/calls_{name}.pt", *extra], 2, f"{{saved}}/calls_{name}.pt: refused: its config has model._target_=")

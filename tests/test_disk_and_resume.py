@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import PROJECT_ROOT
+from mnist_lab.config import PROJECT_ROOT
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,7 @@
 """The layout's rules (docs/architecture.md): entry points -> lab -> trainer, data, models; trainer, data and models know
-nothing of Hydra, OmegaConf, Optuna or lab; nothing imports an entry point."""
+nothing of Hydra, OmegaConf, Optuna or lab; nothing imports an entry point; everything installed lives under one
+import name, mnist_lab (lab/ is mnist_lab itself; trainer/, data/ and models/ are mnist_lab.trainer, ...), so a
+project's own `data/` or `models/` package shadows nothing of ours."""
 
 import ast
 import subprocess
@@ -7,7 +9,7 @@ import sys
 
 import pytest
 
-from lab.config import PROJECT_ROOT
+from mnist_lab.config import PROJECT_ROOT
 
 ENTRY_POINTS = {"train", "evaluate", "predict", "export", "tune", "report"}
 PACKAGES = ("lab", "trainer", "data", "models", "bench", "tests", "hydra_plugins")
@@ -42,27 +44,50 @@ def test_no_module_imports_an_entry_point() -> None:
 @pytest.mark.parametrize("package", ["trainer", "data", "models"])
 def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -> None:
     modules = [
-        f"{package}.{p.stem}" for p in sorted((PROJECT_ROOT / package).glob("*.py")) if p.stem != "__init__"
+        f"mnist_lab.{package}.{p.stem}"
+        for p in sorted((PROJECT_ROOT / package).glob("*.py"))
+        if p.stem != "__init__"
     ]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+        "print(' '.join(sorted(m for m in sys.modules if '.' not in m or m.startswith('mnist_lab.'))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
     )
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.split())
-    assert loaded & {"hydra", "omegaconf", "optuna", "lab", *ENTRY_POINTS} == set()
+    layers = {name.split(".")[1] for name in loaded if name.startswith("mnist_lab.")}
+    assert loaded & {"hydra", "omegaconf", "optuna", *ENTRY_POINTS} == set()
+    assert layers <= {"trainer", "data", "models"}, layers  # nothing of lab/ (mnist_lab's own modules)
     if package != "trainer":
-        assert "trainer" not in loaded  # data and models never import trainer
+        assert "trainer" not in layers  # data and models never import trainer
 
 
 @pytest.mark.slow  # a Python process
 def test_status_and_report_code_pay_no_torch_import() -> None:
-    code = "import sys, lab.status, lab.tools.report, lab.sweep.resume, lab.overrides; print('torch' in sys.modules)"
+    code = (
+        "import sys, mnist_lab.status, mnist_lab.tools.report, mnist_lab.sweep.resume, mnist_lab.overrides; "
+        "print('torch' in sys.modules)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.slow  # a Python process
+def test_a_projects_own_data_and_models_packages_shadow_nothing_of_the_labs(tmp_path) -> None:  # noqa: ANN001
+    for package in ("data", "models", "trainer", "lab"):  # a notebook folder's own packages, as many have
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"MINE = '{package}'\n")
+    code = (
+        "from mnist_lab import load, train; import mnist_lab.data.loader, mnist_lab.models, mnist_lab.trainer.loop; "
+        "import data, models; print(data.MINE, models.MINE, mnist_lab.data.loader.MNIST_MEAN)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["data", "models", "0.1307"]

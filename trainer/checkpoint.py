@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.files import atomic_write
+from mnist_lab.trainer.files import atomic_write
 
 LAST, BEST = "last.pt", "best.pt"
 # What every checkpoint of a run holds (TrainState.state_dict); a model alone needs "model" and "config".

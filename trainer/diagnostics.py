@@ -12,8 +12,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
-from data.loader import MNIST_MEAN, MNIST_STD
-from trainer.evaluation import SetPredictions
+from mnist_lab.data.loader import MNIST_MEAN, MNIST_STD
+from mnist_lab.trainer.evaluation import SetPredictions
 
 NUM_CLASSES = 10
 DIGITS = tuple(str(k) for k in range(NUM_CLASSES))  # MNIST's class names

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.distributed import all_sum
+from mnist_lab.trainer.distributed import all_sum
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 

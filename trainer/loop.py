@@ -14,12 +14,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
-from trainer.checkpoint import Checkpoints
-from trainer.distributed import is_main
-from trainer.evaluation import Batches, EpochStats, SetPredictions, Tally, predict
-from trainer.state import Precision, Progress, TrainState
-from trainer.stopping import NonFiniteLoss, StopRequests
-from trainer.tensorboard import RunLog, epoch_scalars
+from mnist_lab.trainer.checkpoint import Checkpoints
+from mnist_lab.trainer.distributed import is_main
+from mnist_lab.trainer.evaluation import Batches, EpochStats, SetPredictions, Tally, predict
+from mnist_lab.trainer.state import Precision, Progress, TrainState
+from mnist_lab.trainer.stopping import NonFiniteLoss, StopRequests
+from mnist_lab.trainer.tensorboard import RunLog, epoch_scalars
 
 log = logging.getLogger(__name__)
 

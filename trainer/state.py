@@ -13,8 +13,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from data.loader import DeviceBatches
-from trainer.evaluation import EpochStats
+from mnist_lab.data.loader import DeviceBatches
+from mnist_lab.trainer.evaluation import EpochStats
 
 
 @dataclass

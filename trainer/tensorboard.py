@@ -18,8 +18,8 @@ import numpy as np
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
-from data.loader import MNIST_MEAN, MNIST_STD
-from trainer.diagnostics import (
+from mnist_lab.data.loader import MNIST_MEAN, MNIST_STD
+from mnist_lab.trainer.diagnostics import (
     DIGITS,
     class_tags,
     confusion_figure,
@@ -28,7 +28,7 @@ from trainer.diagnostics import (
     misclassified_figure,
     per_class_accuracy,
 )
-from trainer.evaluation import EpochStats, SetPredictions
+from mnist_lab.trainer.evaluation import EpochStats, SetPredictions
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from omegaconf import open_dict
 
-from lab.status import read_status
-from lab.sweep import ray_jobs
+from mnist_lab.status import read_status
+from mnist_lab.sweep import ray_jobs
 
 try:
     from hydra_plugins.hydra_ray_launcher import ray_launcher

@@ -26,12 +26,12 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from lab.config import PROJECT_ROOT
-from lab.overrides import override_key
-from lab.search.study import check_tune, make_pruner, open_storage
-from lab.status import read_status
-from trainer.files import write_json
-from trainer.speed import available_cpus
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.overrides import override_key
+from mnist_lab.search.study import check_tune, make_pruner, open_storage
+from mnist_lab.status import read_status
+from mnist_lab.trainer.files import write_json
+from mnist_lab.trainer.speed import available_cpus
 
 log = logging.getLogger("tune")
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 import optuna
 from omegaconf import DictConfig
 
-from lab.search.study import make_pruner, open_storage
-from lab.status import Pruned
-from trainer.evaluation import EpochStats
+from mnist_lab.search.study import make_pruner, open_storage
+from mnist_lab.status import Pruned
+from mnist_lab.trainer.evaluation import EpochStats
 
 
 def trial_reporter(tune: DictConfig) -> Callable[[int, EpochStats], None]:

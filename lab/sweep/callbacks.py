@@ -12,14 +12,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lab.outcomes import Refused, SweepFailed
-from lab.overrides import identity
-from lab.ownership import DirectoryTaken, claim, release, unwritable_reason
-from lab.status import job_dirs, read_status
-from lab.sweep import slurm
-from lab.sweep.resume import check_resumable
-from trainer import distributed
-from trainer.speed import available_cpus
+from mnist_lab.outcomes import Refused, SweepFailed
+from mnist_lab.overrides import identity
+from mnist_lab.ownership import DirectoryTaken, claim, release, unwritable_reason
+from mnist_lab.status import job_dirs, read_status
+from mnist_lab.sweep import slurm
+from mnist_lab.sweep.resume import check_resumable
+from mnist_lab.trainer import distributed
+from mnist_lab.trainer.speed import available_cpus
 
 log = logging.getLogger("sweep")
 
@@ -117,7 +117,7 @@ class Sweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if uses_ray(config.hydra.launcher):
-            from lab.sweep.ray_jobs import stop  # Ray imports only for Ray sweeps
+            from mnist_lab.sweep.ray_jobs import stop  # Ray imports only for Ray sweeps
 
             stop()  # hydra-ray-launcher never does: a local instance's processes would outlive the sweep
         sweep_dir = Path(config.hydra.sweep.dir)

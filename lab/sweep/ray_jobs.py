@@ -25,9 +25,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lab.outcomes import RunStopped
-from lab.overrides import identity
-from lab.status import read_status, write_status
+from mnist_lab.outcomes import RunStopped
+from mnist_lab.overrides import identity
+from mnist_lab.status import read_status, write_status
 
 log = logging.getLogger("sweep")
 

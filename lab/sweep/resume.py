@@ -10,9 +10,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lab.outcomes import Refused
-from lab.overrides import identity
-from lab.status import read_status
+from mnist_lab.outcomes import Refused
+from mnist_lab.overrides import identity
+from mnist_lab.status import read_status
 
 log = logging.getLogger("sweep")
 LAST_PT = Path("checkpoints") / "last.pt"

@@ -11,18 +11,23 @@ from typing import TYPE_CHECKING
 import PIL.Image
 from torch import Tensor
 
-from data.loader import DeviceBatches, split_validation
-from lab.artifacts import Trained, run_dir_of
-from lab.build import AMP_DTYPES, read_data
-from trainer.diagnostics import confusion_figure, confusion_matrix, confusion_table, misclassified_figure
-from trainer.evaluation import TTA_VIEWS, EpochStats, SetPredictions, ViewAveraged, predict
-from trainer.files import atomic_write
+from mnist_lab.artifacts import Trained, run_dir_of
+from mnist_lab.build import AMP_DTYPES, read_data
+from mnist_lab.data.loader import DeviceBatches, split_validation
+from mnist_lab.trainer.diagnostics import (
+    confusion_figure,
+    confusion_matrix,
+    confusion_table,
+    misclassified_figure,
+)
+from mnist_lab.trainer.evaluation import TTA_VIEWS, EpochStats, SetPredictions, ViewAveraged, predict
+from mnist_lab.trainer.files import atomic_write
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
     from PIL.Image import Image
 
-    from data.sources import MNISTData
+    from mnist_lab.data.sources import MNISTData
 
 USAGE = (
     "usage: python evaluate.py ckpt=<run dir or checkpoint> [out=<png>] [tta=flip|shift] [split=test|val] "

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from data.images import ImageError, image_paths, load_greyscale, prepare, to_input
-from lab.artifacts import Trained
+from mnist_lab.artifacts import Trained
+from mnist_lab.data.images import ImageError, image_paths, load_greyscale, prepare, to_input
 
 USAGE = (
     "usage: python predict.py ckpt=<run dir or checkpoint> images=<file, folder or [a.png,b.png]> [--json]"

@@ -22,9 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lab.overrides import identity, override_key  # noqa: E402
-from lab.status import read_status  # noqa: E402
-from trainer.files import atomic_write  # noqa: E402
+from mnist_lab.overrides import identity, override_key  # noqa: E402
+from mnist_lab.status import read_status  # noqa: E402
+from mnist_lab.trainer.files import atomic_write  # noqa: E402
 
 log = logging.getLogger(__name__)
 REQUIRED_METRICS = {"model", "parameters", "epochs", "test_acc", "train_seconds"}

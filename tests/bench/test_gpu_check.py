@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import gpu_check
-from lab.config import check_config, compose
+from mnist_lab.config import check_config, compose
 
 
 @pytest.mark.parametrize("name", list(gpu_check.VARIANTS))
@@ -37,7 +37,7 @@ def test_the_targets_are_ratios_to_the_bare_loop_and_the_anchor_on_the_same_card
 
 def test_the_baselines_train_what_they_describe(tiny_mnist: Path) -> None:
     from bench.baselines import AnchorNet, anchor_run, bare_epoch
-    from data.sources import read_idx
+    from mnist_lab.data.sources import read_idx
 
     data, cpu = read_idx(tiny_mnist, verify_md5=False), torch.device("cpu")
     assert sum(p.numel() for p in AnchorNet().parameters()) == 212_146  # "about 215k"

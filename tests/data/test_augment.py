@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from data.augment import Augment, gaussian_blur
-from data.loader import DeviceBatches
+from mnist_lab.data.augment import Augment, gaussian_blur
+from mnist_lab.data.loader import DeviceBatches
 
 CPU = torch.device("cpu")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import data.fetch
-from data.fetch import FetchError, fetch_fashion_mnist, unverified_files
-from data.sources import FASHION_RAW_FILES, read_idx
+import mnist_lab.data.fetch
+from mnist_lab.data.fetch import FetchError, fetch_fashion_mnist, unverified_files
+from mnist_lab.data.sources import FASHION_RAW_FILES, read_idx
 
 
 def test_unverified_files_catches_missing_and_corrupt_files(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_the_fashion_mnist_fetch_refuses_a_bad_md5_and_leaves_nothing(
         for name in FASHION_RAW_FILES:
             (raw / name).write_bytes(b"not Fashion-MNIST")
 
-    monkeypatch.setattr(data.fetch, "_debian_download", corrupted_package)
+    monkeypatch.setattr(mnist_lab.data.fetch, "_debian_download", corrupted_package)
     with pytest.raises(
         FetchError, match=r"Fashion-MNIST from dataset-fashion-mnist: md5 mismatch for train-images"
     ):
@@ -59,7 +59,7 @@ def test_a_failing_fashion_mnist_source_is_named_with_what_to_do(
             100, ["apt-get", "download", "dataset-fashion-mnist"], stderr="E: Unable to locate package"
         )
 
-    monkeypatch.setattr(data.fetch, "_debian_download", no_package)
+    monkeypatch.setattr(mnist_lab.data.fetch, "_debian_download", no_package)
     with pytest.raises(
         FetchError,
         match=r"(?s)could not fetch Fashion-MNIST .*CalledProcessError.* E: Unable to locate package\n`apt-get download",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.images import fashion_like, mnist_like, prepare
-from data.sources import read_idx
+from mnist_lab.data.images import fashion_like, mnist_like, prepare
+from mnist_lab.data.sources import read_idx
 
 
 def test_prepared_digit_is_centred_and_fits_20_pixels() -> None:

@@ -5,8 +5,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from data.augment import Augment
-from data.loader import MNIST_MEAN, MNIST_STD, DeviceBatches, normalize, shifted_views, split_validation
+from mnist_lab.data.augment import Augment
+from mnist_lab.data.loader import (
+    MNIST_MEAN,
+    MNIST_STD,
+    DeviceBatches,
+    normalize,
+    shifted_views,
+    split_validation,
+)
 from tests.conftest import synthetic_digits
 
 

@@ -16,7 +16,7 @@ from tests.conftest import PROJECT_ROOT
 
 LOADER = """
 import sys
-from data.safe_pickle import UnsafePickleError, load_arrays
+from mnist_lab.data.safe_pickle import UnsafePickleError, load_arrays
 try:
     load_arrays(sys.argv[1])
 except UnsafePickleError as error:
@@ -97,7 +97,7 @@ CASES = list(hostile_files(Path("/tmp"), Path("/tmp/x")))
 
 @pytest.mark.parametrize("case", CASES)
 def test_hostile_pickle_is_refused_in_process(tmp_path: Path, case: str) -> None:
-    from data.safe_pickle import UnsafePickleError, load_arrays
+    from mnist_lab.data.safe_pickle import UnsafePickleError, load_arrays
 
     marker = tmp_path / "payload-ran"
     content, expected = hostile_files(tmp_path, marker)[case]
@@ -130,7 +130,7 @@ def test_hostile_pickle_is_refused_in_a_subprocess(tmp_path: Path, case: str) ->
 
 @pytest.mark.parametrize("protocol", range(6))
 def test_benign_arrays_of_every_protocol_load_identical(tmp_path: Path, protocol: int) -> None:
-    from data.safe_pickle import load_arrays
+    from mnist_lab.data.safe_pickle import load_arrays
 
     arrays = (
         np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28),
@@ -164,7 +164,7 @@ def numpy_1_spelling(raw: bytes) -> bytes:
 
 @pytest.mark.parametrize("protocol", range(6))
 def test_numpy_1_spelling_loads(tmp_path: Path, protocol: int) -> None:
-    from data.safe_pickle import load_arrays
+    from mnist_lab.data.safe_pickle import load_arrays
 
     array = np.arange(10, dtype=np.int16)
     raw = numpy_1_spelling(pickle.dumps(array, protocol=protocol))
@@ -200,7 +200,7 @@ def python2_pickle(array: np.ndarray) -> bytes:
 
 
 def test_python_2_numpy_1_pickle_loads_with_latin1(tmp_path: Path) -> None:
-    from data.safe_pickle import load_arrays
+    from mnist_lab.data.safe_pickle import load_arrays
 
     array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)  # bytes >= 0x80 included
     path = tmp_path / "py2.pkl"
@@ -215,7 +215,7 @@ def test_python_2_numpy_1_pickle_loads_with_latin1(tmp_path: Path) -> None:
 def test_persistent_ids_are_refused(tmp_path: Path) -> None:
     import io
 
-    from data.safe_pickle import UnsafePickleError, load_arrays
+    from mnist_lab.data.safe_pickle import UnsafePickleError, load_arrays
 
     class External(pickle.Pickler):
         def persistent_id(self, obj):

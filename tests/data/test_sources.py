@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.safe_pickle import UnsafePickleError
-from data.sources import DataFormatError, read_idx, read_pickle
+from mnist_lab.data.safe_pickle import UnsafePickleError
+from mnist_lab.data.sources import DataFormatError, read_idx, read_pickle
 from tests.conftest import synthetic_digits
 
 

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from lab.config import PROJECT_ROOT
+from mnist_lab.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -13,17 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-import lab.run
-from lab import load, train
-from lab.outcomes import RunFailed, RunStopped
+import mnist_lab.run
+from mnist_lab import load, train
+from mnist_lab.outcomes import RunFailed, RunStopped
+from mnist_lab.trainer.checkpoint import load_checkpoint
 from tests.conftest import synthetic_digits, tiny_overrides
-from trainer.checkpoint import load_checkpoint
 
 
 def process_state() -> tuple:
     """What a library call must leave as it found it."""
     loggers = [
-        (logging.getLogger(n).level, logging.getLogger(n).handlers[:]) for n in ("train", "lab", "trainer")
+        (logging.getLogger(n).level, logging.getLogger(n).handlers[:])
+        for n in ("train", "mnist_lab", "mnist_lab.trainer")
     ]
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     return dict(os.environ), handlers, loggers, logging.root.handlers[:], os.getcwd(), torch.get_num_threads()
@@ -121,7 +122,7 @@ def test_ctrl_c_stops_after_the_step_saves_last_pt_and_raises_keyboard_interrupt
     def interrupt(epoch: int, val: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # what the kernel's interrupt sends
 
-    monkeypatch.setattr(lab.run, "epoch_end_callables", lambda cfg, job: [interrupt])
+    monkeypatch.setattr(mnist_lab.run, "epoch_end_callables", lambda cfg, job: [interrupt])
     before = process_state()
     with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT in epoch 2 after step 17; saved"):
         train(*tiny_overrides(tiny_mnist), run_dir=tmp_path / "run")

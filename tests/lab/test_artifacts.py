@@ -9,16 +9,16 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from lab.artifacts import checkpoint_path, load_trained, resume_checkpoint, saved_config
-from lab.build import build
-from lab.config import PROJECT_ROOT, compose
-from lab.run import train
-from lab.tools.evaluate import evaluate_trained
-from lab.tools.export import export_trained
-from lab.tools.predict import predict_files
+from mnist_lab.artifacts import checkpoint_path, load_trained, resume_checkpoint, saved_config
+from mnist_lab.build import build
+from mnist_lab.config import PROJECT_ROOT, compose
+from mnist_lab.run import train
+from mnist_lab.tools.evaluate import evaluate_trained
+from mnist_lab.tools.export import export_trained
+from mnist_lab.tools.predict import predict_files
+from mnist_lab.trainer.checkpoint import load_checkpoint
+from mnist_lab.trainer.evaluation import evaluate
 from tests.conftest import FIXTURES, scalars
-from trainer.checkpoint import load_checkpoint
-from trainer.evaluation import evaluate
 
 OLD_RUN = FIXTURES / "main_run"
 
@@ -56,7 +56,7 @@ def test_an_old_checkpoint_gives_the_validation_accuracy_it_recorded(old_run: Pa
 
 def test_an_old_run_predicts_and_exports(old_run: Path, mnist_root: Path) -> None:
     trained = load_trained(str(old_run), [])
-    from data.sources import read_idx
+    from mnist_lab.data.sources import read_idx
 
     Image.fromarray(read_idx(mnist_root).test_images[0].numpy()).save(old_run / "digit.png")
     (result,) = predict_files(trained, str(old_run / "digit.png"))

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab.build import build_batches, check_ddp
-from lab.config import compose
-from lab.ddp import rank_argv
+from mnist_lab.build import build_batches, check_ddp
+from mnist_lab.config import compose
+from mnist_lab.ddp import rank_argv
+from mnist_lab.trainer.distributed import Rank
 from tests.conftest import tiny_config
-from trainer.distributed import Rank
 
 
 def test_a_global_batch_that_does_not_divide_over_the_ranks_is_refused() -> None:

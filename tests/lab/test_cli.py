@@ -5,8 +5,8 @@ import sys
 import pytest
 from hydra.errors import InstantiationException
 
-from lab import cli
-from lab.config import compose
+from mnist_lab import cli
+from mnist_lab.config import compose
 
 
 def run_main(main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str]:  # noqa: ANN001

@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose
-from lab.overrides import override_key, split_args
+from mnist_lab.config import CONFIG_DIR, PROJECT_ROOT, check_config, compose
+from mnist_lab.overrides import override_key, split_args
 
 
 def options(group: str) -> list[str]:
@@ -48,7 +48,7 @@ def test_every_optimizer_and_schedule_instantiate_together(name: str, schedule: 
 
 
 def test_every_data_option_instantiates(tiny_mnist: Path, tmp_path: Path) -> None:
-    from data.fetch import write_seed_pickle
+    from mnist_lab.data.fetch import write_seed_pickle
 
     pickle_path = write_seed_pickle(tiny_mnist, tmp_path / "tiny.pkl", verify_md5=False)
     from_idx = instantiate(
@@ -77,7 +77,7 @@ def test_config_paths_resolve_from_the_project_root_not_the_working_directory(tm
 
 def test_defaults_are_the_documented_ones() -> None:
     cfg = compose()
-    assert cfg.model._target_ == "models.LeNet" and cfg.model.activation == "tanh"
+    assert cfg.model._target_ == "mnist_lab.models.LeNet" and cfg.model.activation == "tanh"
     assert cfg.trainer.epochs == 10 and cfg.data.validation_size == 5000 and cfg.seed == 0
 
 
@@ -187,8 +187,8 @@ def test_every_named_experiment_composes_and_passes_the_checks() -> None:
 
 
 def test_the_names_checked_here_are_the_ones_the_models_know() -> None:
-    from lab.config import ACTIVATIONS, POOLS
-    from models import blocks
+    from mnist_lab.config import ACTIVATIONS, POOLS
+    from mnist_lab.models import blocks
 
     assert (tuple(sorted(blocks.ACTIVATIONS)), tuple(sorted(blocks.POOLS))) == (ACTIVATIONS, POOLS)
 
@@ -216,9 +216,9 @@ def test_every_option_and_experiment_passes_the_registry_and_the_declared_keys()
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model._target_=builtins.open", "refused: the config has model._target_='builtins.open', which the lab never builds (model is one of models.LeNet, models.LeNetRes, models.ResBlockMLP); nothing was built"),
-        ("+model.in_channels=3", "refused: the config sets model.in_channels, which models.LeNet does not take (it takes: activation, pool); nothing was built"),
-        ("+data.source._args_=[1]", "refused: the config sets data.source._args_, which data.sources.read_idx does not take (it takes: dataset, root, verify_md5); nothing was built"),
+        ("model._target_=builtins.open", "refused: the config has model._target_='builtins.open', which the lab never builds (model is one of mnist_lab.models.LeNet, mnist_lab.models.LeNetRes, mnist_lab.models.ResBlockMLP); nothing was built"),
+        ("+model.in_channels=3", "refused: the config sets model.in_channels, which mnist_lab.models.LeNet does not take (it takes: activation, pool); nothing was built"),
+        ("+data.source._args_=[1]", "refused: the config sets data.source._args_, which mnist_lab.data.sources.read_idx does not take (it takes: dataset, root, verify_md5); nothing was built"),
         ("+trainer._target_=os.system", "refused: the config names a callable at trainer (trainer._target_='os.system'): the lab builds only model, data.source, optimizer, scheduler; nothing was built"),
         ("+optimizer.foo=1", "refused: the config sets optimizer.foo, which torch.optim.Adam does not take"),
         ("+foo=1", "foo: nothing reads this key"),

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lab.config import PROJECT_ROOT, compose
-from lab.run import train
-from trainer.checkpoint import load_checkpoint
+from mnist_lab.config import PROJECT_ROOT, compose
+from mnist_lab.run import train
+from mnist_lab.trainer.checkpoint import load_checkpoint
 
 SMALL = [
     "data.train_subset=4000",
@@ -130,9 +130,9 @@ def test_a_killed_rank_ends_the_job_with_a_line_naming_it(tmp_path: Path, mnist_
 
 def test_slurm_ddp_asks_submitit_for_tasks_per_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import submitit
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-    from lab.sweep import slurm
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+    from mnist_lab.sweep import slurm
 
     gpu_cluster = {"--format=%G": "gpu:8\n", "--format=%c %m": "64 515000\n"}  # what sinfo says of its nodes
     monkeypatch.setattr(slurm, "_ask", lambda *command: gpu_cluster[command[-1]])

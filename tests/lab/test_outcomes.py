@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from lab.outcomes import RunFailed, RunStopped
+from mnist_lab.outcomes import RunFailed, RunStopped
 
 
 @pytest.mark.parametrize("outcome", [RunFailed("optimizer.lr must be a number > 0, got -1", 2),

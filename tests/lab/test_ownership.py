@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lab.outcomes import Refused
-from lab.ownership import DirectoryTaken, claim, owned, release
-from lab.sweep.callbacks import CheckOutputDir
+from mnist_lab.outcomes import Refused
+from mnist_lab.ownership import DirectoryTaken, claim, owned, release
+from mnist_lab.sweep.callbacks import CheckOutputDir
 from tests.conftest import run_script, tiny_overrides
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import lab.provenance
-from lab.provenance import git_revision, provenance, versions
+import mnist_lab.provenance
+from mnist_lab.provenance import git_revision, provenance, versions
 
 
 def test_the_commit_of_this_checkout_and_nothing_outside_one(
@@ -16,7 +16,7 @@ def test_the_commit_of_this_checkout_and_nothing_outside_one(
 ) -> None:
     revision = git_revision()
     assert re.fullmatch(r"[0-9a-f]{40}", revision["git_commit"]) and isinstance(revision["git_dirty"], bool)
-    monkeypatch.setattr(lab.provenance, "PROJECT_ROOT", tmp_path)  # not a git checkout
+    monkeypatch.setattr(mnist_lab.provenance, "PROJECT_ROOT", tmp_path)  # not a git checkout
     assert git_revision() == {"git_commit": None, "git_dirty": None}
 
 

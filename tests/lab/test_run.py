@@ -14,26 +14,26 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from data.loader import DeviceBatches
-from data.sources import read_idx
-from lab.artifacts import load_trained
-from lab.build import build
-from lab.config import compose
-from lab.outcomes import RunFailed, RunStopped
-from lab.run import Job, run_job, summary, train, train_built
-from lab.status import read_status
-from lab.tools.evaluate import evaluate as evaluate_checkpoint
-from lab.tools.evaluate import evaluate_trained
-from lab.tools.export import export_trained
-from lab.tools.predict import predict_files
-from models import LeNet
+from mnist_lab.artifacts import load_trained
+from mnist_lab.build import build
+from mnist_lab.config import compose
+from mnist_lab.data.loader import DeviceBatches
+from mnist_lab.data.sources import read_idx
+from mnist_lab.models import LeNet
+from mnist_lab.outcomes import RunFailed, RunStopped
+from mnist_lab.run import Job, run_job, summary, train, train_built
+from mnist_lab.status import read_status
+from mnist_lab.tools.evaluate import evaluate as evaluate_checkpoint
+from mnist_lab.tools.evaluate import evaluate_trained
+from mnist_lab.tools.export import export_trained
+from mnist_lab.tools.predict import predict_files
+from mnist_lab.trainer.checkpoint import load_checkpoint
+from mnist_lab.trainer.evaluation import evaluate
+from mnist_lab.trainer.schedules import one_cycle
+from mnist_lab.trainer.stopping import NonFiniteLoss, TrainingStopped
+from mnist_lab.trainer.tensorboard import EPOCH_TAGS
 from tests.conftest import scalars, tiny_config
 from tests.data.test_images import product_photo
-from trainer.checkpoint import load_checkpoint
-from trainer.evaluation import evaluate
-from trainer.schedules import one_cycle
-from trainer.stopping import NonFiniteLoss, TrainingStopped
-from trainer.tensorboard import EPOCH_TAGS
 
 TIMING_KEYS = {"train_seconds", "images_per_second", "time/epoch_s", "throughput/img_per_s"}
 
@@ -90,7 +90,7 @@ def test_run_writes_metrics_checkpoints_and_tensorboard_curves(tmp_path: Path, t
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["epoch"] == 3 and best["epoch"] == saved["best_epoch"]
     assert best["best_val_acc"] == saved["best_val_acc"]
-    assert last["config"]["model"]["_target_"] == "models.LeNetRes"
+    assert last["config"]["model"]["_target_"] == "mnist_lab.models.LeNetRes"
 
     events = EventAccumulator(str(run_dir))
     events.Reload()
@@ -244,7 +244,10 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, tiny_mnis
     run = tmp_path / "run"
     train(tiny_config(tiny_mnist, "trainer.epochs=1"), run)
     for override, named in (
-        ("model=lenet_res", "model._target_: checkpoint 'models.LeNet', now 'models.LeNetRes'"),
+        (
+            "model=lenet_res",
+            "model._target_: checkpoint 'mnist_lab.models.LeNet', now 'mnist_lab.models.LeNetRes'",
+        ),
         ("trainer.batch_size=64", "trainer.batch_size: checkpoint 32, now 64"),
     ):
         with pytest.raises(
@@ -321,9 +324,9 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_t
     def out_of_memory(epoch: int, val: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory (at the end of an epoch)")
 
-    import lab.run
+    import mnist_lab.run
 
-    monkeypatch.setattr(lab.run, "epoch_end_callables", lambda cfg, job: [out_of_memory])
+    monkeypatch.setattr(mnist_lab.run, "epoch_end_callables", lambda cfg, job: [out_of_memory])
     with caplog.at_level(logging.ERROR, logger="train"):
         assert run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None  # no RunFailed
     status = read_status(tmp_path)
@@ -334,8 +337,8 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_t
 
 
 def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: Path) -> None:
-    from lab.run import epoch_end_callables
-    from trainer.evaluation import EpochStats
+    from mnist_lab.run import epoch_end_callables
+    from mnist_lab.trainer.evaluation import EpochStats
 
     job = Job(tmp_path, ["seed=3"])
     (record,) = epoch_end_callables(tiny_config(tiny_mnist), job)
@@ -474,13 +477,13 @@ def test_evaluating_on_the_validation_split_of_a_run_without_one_says_so(
 def test_a_stop_outside_the_training_loop_is_recorded_said_and_continued(
     where: str, doing: str, saved: bool, tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lab.run
+    import mnist_lab.run
 
     def signalled(*args: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
         raise AssertionError(f"SIGTERM did not stop {where}")
 
-    monkeypatch.setattr(lab.run, where, signalled)
+    monkeypatch.setattr(mnist_lab.run, where, signalled)
     job = Job(tmp_path / "run", [])
     with pytest.raises(RunStopped) as stopped:
         run_job(tiny_config(tiny_mnist), job)

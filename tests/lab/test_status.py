@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from lab.overrides import identity
-from lab.status import job_dirs, read_status, write_status
-from lab.sweep.resume import sweep_dir
+from mnist_lab.overrides import identity
+from mnist_lab.status import job_dirs, read_status, write_status
+from mnist_lab.sweep.resume import sweep_dir
 
 
 def test_resume_sweep_last_is_the_newest_sweep(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import LeNet, LeNetRes, ResBlockMLP
-from models.blocks import ResBlock, out_dim
+from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
+from mnist_lab.models.blocks import ResBlock, out_dim
 
 
 def test_resblock_is_relu_of_input_plus_residual() -> None:

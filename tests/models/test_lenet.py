@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import LeNet, LeNetRes
-from models.blocks import conv_whole_input
+from mnist_lab.models import LeNet, LeNetRes
+from mnist_lab.models.blocks import conv_whole_input
 
 
 def test_lenet_matches_seed_table_layer_by_layer() -> None:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import LeNet, LeNetRes, ResBlockMLP
+from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
 
 ALL_MODELS = [LeNet, LeNetRes, ResBlockMLP]
 

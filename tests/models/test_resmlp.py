@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models import ResBlockMLP
+from mnist_lab.models import ResBlockMLP
 
 
 @pytest.mark.parametrize(("width", "depth"), [(64, 0), (64, 1), (128, 3)])

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models import LeNet, ResBlockMLP
-from trainer.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from mnist_lab.models import LeNet, ResBlockMLP
+from mnist_lab.trainer.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
 def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainer.device import choose_device
+from mnist_lab.trainer.device import choose_device
 
 
 def test_auto_takes_cuda_then_mps_then_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,8 @@
 
 import torch
 
-from models import LeNet
-from trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
+from mnist_lab.models import LeNet
+from mnist_lab.trainer.diagnostics import confusion_matrix, model_summary, per_class_accuracy
 
 
 def test_model_summary_lists_the_paper_shapes() -> None:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from trainer import distributed
-from trainer.distributed import Rank, from_environment
+from mnist_lab.trainer import distributed
+from mnist_lab.trainer.distributed import Rank, from_environment
 
 
 def test_the_rank_comes_from_torchruns_variables() -> None:

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from data.loader import DeviceBatches
-from models import LeNet
-from trainer.evaluation import predict
+from mnist_lab.data.loader import DeviceBatches
+from mnist_lab.models import LeNet
+from mnist_lab.trainer.evaluation import predict
 
 
 def test_evaluation_keeps_the_misclassified_images() -> None:
@@ -24,7 +24,7 @@ def test_evaluation_keeps_the_misclassified_images() -> None:
 
 
 def test_test_time_augmentation_changes_nothing_when_its_views_are_the_identity() -> None:
-    from trainer.evaluation import ViewAveraged
+    from mnist_lab.trainer.evaluation import ViewAveraged
 
     torch.manual_seed(0)
     model = LeNet()
@@ -37,7 +37,7 @@ def test_test_time_augmentation_changes_nothing_when_its_views_are_the_identity(
 
 
 def test_test_time_augmentation_averages_the_probabilities_of_the_views() -> None:
-    from trainer.evaluation import TTA_VIEWS, ViewAveraged
+    from mnist_lab.trainer.evaluation import TTA_VIEWS, ViewAveraged
 
     torch.manual_seed(0)
     model, x = LeNet().eval(), torch.randn(8, 1, 28, 28)

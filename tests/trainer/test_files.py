@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 
-from trainer.files import WriteFailed, atomic_write, write_json
+from mnist_lab.trainer.files import WriteFailed, atomic_write, write_json
 
 
 def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary_file(tmp_path: Path) -> None:

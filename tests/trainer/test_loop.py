@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from data.loader import DeviceBatches
-from models import LeNet
+from mnist_lab.data.loader import DeviceBatches
+from mnist_lab.models import LeNet
+from mnist_lab.trainer.evaluation import Tally, evaluate
+from mnist_lab.trainer.loop import train_one_epoch, train_step
+from mnist_lab.trainer.schedules import constant
+from mnist_lab.trainer.state import Precision
+from mnist_lab.trainer.stopping import NonFiniteLoss
 from tests.conftest import synthetic_digits
-from trainer.evaluation import Tally, evaluate
-from trainer.loop import train_one_epoch, train_step
-from trainer.schedules import constant
-from trainer.state import Precision
-from trainer.stopping import NonFiniteLoss
 
 
 def test_train_one_epoch_lowers_the_loss_on_learnable_data() -> None:
@@ -92,7 +92,7 @@ def test_on_cuda_a_non_finite_loss_is_found_without_a_per_step_synchronisation()
 
 
 def test_the_moving_average_of_the_weights_follows_its_formula_step_by_step() -> None:
-    from trainer.state import averaged_every_step
+    from mnist_lab.trainer.state import averaged_every_step
 
     images, labels = synthetic_digits(32 * 4, 0)
     batches = DeviceBatches(

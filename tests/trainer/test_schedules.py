@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainer.schedules import constant, cosine, one_cycle, step
+from mnist_lab.trainer.schedules import constant, cosine, one_cycle, step
 
 
 def lrs_over(scheduler_factory, steps: int = 100, **kwargs) -> list[float]:

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import LeNet, LeNetRes, ResBlockMLP
-from trainer.speed import (
+from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
+from mnist_lab.trainer.speed import (
     available_cpus,
     configure_threads,
     default_threads,

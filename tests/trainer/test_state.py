@@ -6,11 +6,11 @@ import io
 import torch
 from torch import nn
 
-from data.loader import DeviceBatches
+from mnist_lab.data.loader import DeviceBatches
+from mnist_lab.trainer.evaluation import EpochStats
+from mnist_lab.trainer.loop import train_one_epoch
+from mnist_lab.trainer.state import Progress, TrainState
 from tests.conftest import synthetic_digits
-from trainer.evaluation import EpochStats
-from trainer.loop import train_one_epoch
-from trainer.state import Progress, TrainState
 
 
 def make_state(seed: int = 0) -> TrainState:

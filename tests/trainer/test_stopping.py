@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.stopping import StopRequests
+from mnist_lab.trainer.stopping import StopRequests
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_max_steps_stops_after_that_step_with_exit_status_0(tmp_path: Path) -> N
 
 
 def test_under_ddp_the_ranks_agree_every_few_steps_and_never_stop_alone() -> None:
-    from trainer.stopping import AGREE_EVERY
+    from mnist_lab.trainer.stopping import AGREE_EVERY
 
     asked: list[int] = []
 

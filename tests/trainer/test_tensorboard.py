@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lab.build import build
-from lab.run import train
+from mnist_lab.build import build
+from mnist_lab.run import train
+from mnist_lab.trainer.checkpoint import load_checkpoint
+from mnist_lab.trainer.diagnostics import confusion_matrix
 from tests.conftest import tiny_config
-from trainer.checkpoint import load_checkpoint
-from trainer.diagnostics import confusion_matrix
 
 TEST_IMAGES = 200  # the tiny set's test split
 
@@ -135,8 +135,8 @@ def test_histograms_can_be_turned_off(tmp_path: Path, tiny_mnist: Path) -> None:
 
 
 def test_run_log_writes_each_tag_where_tensorboard_reads_it(tmp_path: Path) -> None:
-    from trainer.evaluation import EpochStats, SetPredictions
-    from trainer.tensorboard import EPOCH_TAGS, STEP_LOSS_TAG, TEST_TAGS, RunLog, epoch_scalars
+    from mnist_lab.trainer.evaluation import EpochStats, SetPredictions
+    from mnist_lab.trainer.tensorboard import EPOCH_TAGS, STEP_LOSS_TAG, TEST_TAGS, RunLog, epoch_scalars
 
     probs = torch.eye(10)[torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 8])]  # the last one wrong: 9 -> 8
     labels = torch.arange(10)
@@ -166,7 +166,7 @@ def test_run_log_writes_each_tag_where_tensorboard_reads_it(tmp_path: Path) -> N
 
 
 def test_a_run_log_reopened_within_the_second_continues_where_tensorboard_reads_it(tmp_path: Path) -> None:
-    from trainer.tensorboard import STEP_LOSS_TAG, RunLog
+    from mnist_lab.trainer.tensorboard import STEP_LOSS_TAG, RunLog
 
     for steps_before in range(3):  # a run stopped and resumed twice in the same second, as a test does
         with RunLog(tmp_path, histograms_every=0) as run_log:

@@ -8,10 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lab.config import PROJECT_ROOT, compose
-from lab.search.driver import search as search_study
-from lab.search.study import check_tune, storage_url
-from lab.status import read_status
+from mnist_lab.config import PROJECT_ROOT, compose
+from mnist_lab.search.driver import search as search_study
+from mnist_lab.search.study import check_tune, storage_url
+from mnist_lab.status import read_status
 from tests.conftest import run_script, tiny_overrides
 
 
@@ -109,21 +109,21 @@ def test_search_settings_are_checked_by_name() -> None:
 
 
 def test_a_search_needs_a_search_space() -> None:
-    from lab.search.driver import search
+    from mnist_lab.search.driver import search
 
     with pytest.raises(ValueError, match="choose a search space: python tune.py hparams_search="):
         search(compose("model=lenet"), ["model=lenet"])
 
 
 def test_a_search_needs_a_validation_split() -> None:
-    from lab.search.driver import search
+    from mnist_lab.search.driver import search
 
     with pytest.raises(ValueError, match="data.validation_size=0 leaves a search nothing to choose on"):
         search(compose("hparams_search=lenet", "data.validation_size=0"), [])
 
 
 def test_the_study_storage_is_the_study_file_a_database_url_or_a_journal_file(tmp_path: Path) -> None:
-    from lab.search.study import open_storage
+    from mnist_lab.search.study import open_storage
 
     def storage(value: str | None) -> optuna.storages.BaseStorage:
         return open_storage(

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lab.config import compose
-from lab.outcomes import Refused
-from lab.status import job_dirs, read_status
-from lab.sweep.callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
+from mnist_lab.config import compose
+from mnist_lab.outcomes import Refused
+from mnist_lab.status import job_dirs, read_status
+from mnist_lab.sweep.callbacks import CheckOutputDir, Sweep, count_jobs, jobs_at_once
+from mnist_lab.trainer.speed import available_cpus
 from tests.conftest import run_script, tiny_overrides
-from trainer.speed import available_cpus
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
@@ -102,7 +102,7 @@ def sweep_config(tmp_path: Path, *overrides: str):  # noqa: ANN201
 def test_sweep_callback_shares_the_cores_between_parallel_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lab.sweep.callbacks.available_cpus", lambda: 8)
+    monkeypatch.setattr("mnist_lab.sweep.callbacks.available_cpus", lambda: 8)
     # The callback writes os.environ itself: give it a copy, so that nothing it sets outlives the test.
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
     Sweep().on_multirun_start(sweep_config(tmp_path, "hydra/launcher=joblib", "seed=0,1,2,3"))

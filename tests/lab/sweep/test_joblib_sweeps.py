@@ -14,11 +14,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from lab.config import PROJECT_ROOT
-from lab.overrides import identity
-from lab.status import job_dirs, read_status
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.overrides import identity
+from mnist_lab.status import job_dirs, read_status
+from mnist_lab.trainer.speed import available_cpus
 from tests.conftest import run_script
-from trainer.speed import available_cpus
 
 
 @pytest.fixture(scope="module")

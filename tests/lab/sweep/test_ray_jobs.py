@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import PROJECT_ROOT
-from lab.status import job_dirs, read_status
-from lab.sweep.ray_jobs import refusal
-from lab.tools.report import report
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.status import job_dirs, read_status
+from mnist_lab.sweep.ray_jobs import refusal
+from mnist_lab.tools.report import report
 from tests.conftest import tiny_overrides
 
 

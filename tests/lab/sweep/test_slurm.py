@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lab.config import PROJECT_ROOT
-from lab.sweep import slurm
+from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.sweep import slurm
+from mnist_lab.trainer.checkpoint import load_checkpoint
 from tests.conftest import run_script
-from trainer.checkpoint import load_checkpoint
 
 
 def cluster_answers() -> bool:

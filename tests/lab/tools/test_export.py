@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.loader import normalize
-from data.sources import read_idx
-from lab.tools.export import check, export_onnx, export_torchscript
-from models import LeNetRes, ResBlockMLP
+from mnist_lab.data.loader import normalize
+from mnist_lab.data.sources import read_idx
+from mnist_lab.models import LeNetRes, ResBlockMLP
+from mnist_lab.tools.export import check, export_onnx, export_torchscript
 
 
 @pytest.mark.parametrize("model_class", [LeNetRes, ResBlockMLP])

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from data.images import load_greyscale, mnist_like, to_input
-from data.sources import read_idx
-from lab.artifacts import load_trained
-from lab.tools.predict import predict_files, show
+from mnist_lab.artifacts import load_trained
+from mnist_lab.data.images import load_greyscale, mnist_like, to_input
+from mnist_lab.data.sources import read_idx
+from mnist_lab.tools.predict import predict_files, show
 
 
 def drawn_digits(mnist, folder: Path, count: int = 200) -> dict[Path, int]:  # noqa: ANN001

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lab.config import compose
-from lab.run import train
-from lab.tools.report import report
+from mnist_lab.config import compose
+from mnist_lab.run import train
+from mnist_lab.tools.report import report
 from tests.conftest import tiny_overrides
 
 
