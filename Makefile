@@ -8,11 +8,11 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down gpu-check
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,export,bench,dashboard,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,export,bench,dashboard,ray,postgres]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools and the export extra
@@ -49,6 +49,12 @@ slurm:  ## start a single-node SLURM cluster on this machine for hydra/launcher=
 
 slurm-down:  ## stop the daemons `make slurm` started
 	bash scripts/slurm.sh down
+
+postgres:  ## start a PostgreSQL server on 127.0.0.1:5433 for shared Optuna studies and the postgres tests (root; data in /var/tmp)
+	bash scripts/postgres.sh up
+
+postgres-down:  ## stop the server `make postgres` started (its data stay)
+	bash scripts/postgres.sh down
 
 bench: data  ## throughput side by side with the classic pipeline, time to accuracy, the speedrun, per-run overhead, augmentation (~30 min on 2 cores)
 	$(PY) -m bench.throughput

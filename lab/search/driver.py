@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from mnist_lab.config import PROJECT_ROOT
 from mnist_lab.overrides import override_key
-from mnist_lab.search.study import check_tune, make_pruner, open_storage
+from mnist_lab.search.study import check_tune, make_pruner, masked, open_storage
 from mnist_lab.status import read_status
 from mnist_lab.trainer.files import write_json
 from mnist_lab.trainer.speed import available_cpus
@@ -219,7 +219,9 @@ def search(cfg: DictConfig, overrides: list[str]) -> int:
         study = open_study(tune)
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         remaining = tune.trials - finished
-        where = study_dir if alone else f"{tune.storage} (shared; trial run directories in {study_dir})"
+        where = (
+            study_dir if alone else f"{masked(tune.storage)} (shared; trial run directories in {study_dir})"
+        )
         log.info(
             f"study {tune.study} in {where}: {finished} of {tune.trials} trials finished; "
             f"running up to {max(remaining, 0)}, {tune.jobs} at a time; each trains {cfg.trainer.epochs} epochs"

@@ -2,7 +2,10 @@
 or a journal file), its pruner, and the checks of the `tune` settings. The driver (lab/search/driver.py, tune.py)
 and each trial's run (lab/search/trial.py) open the same study through it."""
 
+import re
+import time
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 
 import optuna
@@ -18,23 +21,59 @@ def storage_url(study_dir: str | Path) -> str:
     return f"sqlite:///{Path(study_dir).absolute() / STUDY_FILE}"
 
 
+SCHEMA_ATTEMPTS = 5  # opening a new database that other workers are setting up at the same moment
+CONNECT_TIMEOUT_S = 10  # a database server that does not answer: refused after this long, not hung on
+
+
+def database_url(url: str) -> str:
+    """`url` with a driver this machine has: `postgresql://` means psycopg (version 3) where psycopg2, SQLAlchemy's
+    default for it, is not installed."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" and not find_spec("psycopg2") and find_spec("psycopg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def masked(url: str) -> str:
+    """`url` as messages show it: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
     """`tune.storage`: null, an SQLite file in tune.dir; a database URL (`postgresql://...`, `sqlite:///...`),
     with heartbeats, so that a dead worker's trials are failed; or a journal file (Optuna's JournalStorage)."""
     if tune.storage is None:
         return optuna.storages.RDBStorage(storage_url(tune.dir))
     if "://" in tune.storage:
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+        url = database_url(tune.storage)
+        timeout = (
+            {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else {}
+        )
         try:
-            with warnings.catch_warnings():  # heartbeats are marked experimental; they fail dead trials
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    tune.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-                )
+            for attempt in range(SCHEMA_ATTEMPTS):
+                try:
+                    with (
+                        warnings.catch_warnings()
+                    ):  # heartbeats are marked experimental; they fail dead trials
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        return optuna.storages.RDBStorage(
+                            url, engine_kwargs=timeout, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                        )
+                except (
+                    IntegrityError
+                ):  # workers started together on a new database both made Optuna's tables:
+                    if attempt == SCHEMA_ATTEMPTS - 1:  # one of them won; the others open what it made
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
         except SQLAlchemyError as error:
-            said = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise ValueError(f"tune.storage={tune.storage}: cannot open the database: {said}") from None
+            said = " ".join(str(getattr(error, "orig", None) or error).split())
+            raise ValueError(
+                f"tune.storage={masked(tune.storage)}: cannot open the database: {said}"
+            ) from None
     path = Path(tune.storage).absolute()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
@@ -47,32 +86,34 @@ def check_database_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    given = url
     try:
+        url = database_url(url)
         parsed = make_url(url)
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
         raise ValueError(
-            f"tune.storage={url}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
+            f"tune.storage={masked(given)}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
             "postgresql://..., mysql+pymysql://..., or a journal file's path"
         ) from None
     except ArgumentError:  # (NoSuchModuleError is one too: caught first)
         raise ValueError(
-            f"tune.storage={url}: not a database URL (dialect+driver://user:password@host/database)"
+            f"tune.storage={masked(given)}: not a database URL (dialect+driver://user:password@host/database)"
         ) from None
     try:
         dialect.import_dbapi()
     except ImportError as error:
         raise ValueError(
-            f"tune.storage={url}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
+            f"tune.storage={masked(given)}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
             "install it into the project's .venv, or use sqlite:////path/to/study.db or a journal file"
         ) from None
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise ValueError(f"tune.storage={url}: an in-memory database, which the trials' processes cannot "
+            raise ValueError(f"tune.storage={masked(given)}: an in-memory database, which the trials' processes cannot "
                              "reach; give a file: sqlite:////path/to/study.db")  # fmt: skip
         folder = Path(parsed.database).absolute().parent
         if not folder.is_dir():
-            raise FileNotFoundError(f"tune.storage={url}: no folder {folder} for the database file")
+            raise FileNotFoundError(f"tune.storage={masked(given)}: no folder {folder} for the database file")
 
 
 def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
