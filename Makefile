@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down gpu-check
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down gpu-check test-long
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 # Two pytest-xdist workers, a test file each at a time (--dist loadfile: the torchrun tests, which share torchrun's
 # default port, never run together); OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning on a core
 # that the other worker's process wants.
-test: data  ## the whole test suite (real MNIST included); PYTEST_ARGS="-m 'not slow'" for the quick part
+PYTEST_ARGS ?= -m "not long"
+test: data  ## the test suite (real MNIST included) but the cases marked long; PYTEST_ARGS="-m 'not slow'" for the quick part
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-long: data  ## the cases marked long (20 s and more each), which make test leaves out; CI runs both
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile -m long
 
 gpu-check: data  ## the CUDA path in one command (~8 min on one GPU): the cuda tests, GPU epochs (fp32, bf16, compile modes, channels_last), the speedrun seeds 0-4; writes bench/results/gpu-<date>.json
 	$(PY) -m bench.gpu_check

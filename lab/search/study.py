@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 STUDY_FILE = "study.db"
 PRUNERS = ("median", "halving", "none")
-HEARTBEAT_S, GRACE_S = 30, 120  # shared database storage: a trial whose worker is silent this long is failed
 
 
 def storage_url(study_dir: str | Path) -> str:
@@ -61,7 +60,10 @@ def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
                     ):  # heartbeats are marked experimental; they fail dead trials
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         return optuna.storages.RDBStorage(
-                            url, engine_kwargs=timeout, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                            url,
+                            engine_kwargs=timeout,
+                            heartbeat_interval=tune.heartbeat_s,
+                            grace_period=tune.grace_s,
                         )
                 except (
                     IntegrityError
@@ -131,9 +133,12 @@ def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
 
 def check_tune(tune: DictConfig) -> None:
     """Refuse a search setting no search could use, naming the key and the value."""
-    for key in ("trials", "jobs"):
+    for key in ("trials", "jobs", "heartbeat_s", "grace_s"):
         if type(tune[key]) is not int or tune[key] <= 0:
             raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
+    if tune.grace_s <= tune.heartbeat_s:
+        raise ValueError(f"tune.grace_s={tune.grace_s} must be longer than tune.heartbeat_s={tune.heartbeat_s}: "
+                         "a trial would be failed between two of its own beats")  # fmt: skip
     if tune.storage is not None and (not isinstance(tune.storage, str) or not tune.storage.strip()):
         raise ValueError(
             f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"

@@ -414,6 +414,7 @@ def test_compile_mode_reaches_torch_compile_and_the_warm_up_is_logged(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_one_epoch_of_lenet_res_on_fashion_mnist_reaches_85_percent(tmp_path: Path, mnist_root: Path) -> None:
     cfg = compose("data=fashion_mnist", "model=lenet_res", "trainer.epochs=1", "trainer.histograms_every=0")
     setup = build(cfg)

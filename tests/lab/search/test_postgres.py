@@ -156,3 +156,35 @@ def test_the_dashboard_opens_the_study_from_the_same_url(shared_study: tuple[str
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+@pytest.mark.long
+def test_a_worker_killed_mid_trial_has_its_trial_failed_by_the_heartbeat_and_the_study_finishes(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    if subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -u (a host name of its own for the first worker) needs root here")
+    study = f"heartbeat-{uuid.uuid4().hex[:8]}"
+    args = search(tmp_path, tiny_mnist, study, "tune.trials=2", "tune.heartbeat_s=1", "tune.grace_s=2",
+                  "trainer.epochs=3")  # fmt: skip
+    # The first worker runs on "another machine" (its own host name): only its heartbeat can tell it died.
+    elsewhere = f"hostname node-b && exec {sys.executable} {PROJECT_ROOT / 'tune.py'} " + " ".join(args)
+    first = subprocess.Popen(["unshare", "-u", "sh", "-c", elsewhere], cwd=PROJECT_ROOT, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    status = tmp_path / "trial-0" / "status.json"
+    deadline = time.monotonic() + 120
+    while not (status.exists() and read_status(status.parent)) and time.monotonic() < deadline:
+        assert first.poll() is None, first.stdout.read()  # type: ignore[union-attr]
+        time.sleep(0.1)
+    os.killpg(first.pid, 9)  # the worker and its trial, mid-trial, as a machine that goes away
+    first.communicate(timeout=60)
+    second = subprocess.run([sys.executable, str(PROJECT_ROOT / "tune.py"), *args], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    trials = {t.number: t for t in optuna.load_study(study_name=study, storage=URL).trials}
+    assert trials[0].state == optuna.trial.TrialState.FAIL and trials[0].user_attrs["worker"].startswith(
+        "node-b:"
+    )
+    done = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and {t.number for t in done} == {1, 2}  # the study still has its tune.trials trials
+    assert "3 trials: 2 complete, 1 fail" in second.stdout + second.stderr

@@ -85,6 +85,7 @@ def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_cluster
+@pytest.mark.long
 def test_a_job_cancelled_mid_training_saves_last_pt_and_the_sweep_resumes_from_it(
     tmp_path: Path, mnist_root: Path
 ) -> None:
