@@ -30,4 +30,7 @@ if __name__ == "__main__":
         sys.argv[1:] = ddp.rank_argv(sys.argv[1:])
     except ValueError as error:
         cli.fail(str(error))
+    except RuntimeError as error:  # the process group could not be formed: the machine's or the network's
+        said = " ".join(str(error).split())[:300]
+        cli.fail(f"could not join the DDP job (MASTER_ADDR, MASTER_PORT from torchrun): {said}", 1)
     cli.run_hydra(main)

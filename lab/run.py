@@ -397,10 +397,23 @@ def resume_command(job: Job, checkpoint: Path | None) -> str:
     resume=auto; a DDP job: through torchrun again), without trainer.max_steps, which would stop it again at
     once."""
     again = [o for o in job.overrides if override_key(o) not in ("resume", "trainer.max_steps")]
-    rank = distributed.current()
-    start = "python" if rank is None else f"torchrun --nproc_per_node={rank.local_world}"
     resume = [f"resume={checkpoint}"] if checkpoint else ["resume=auto", f"hydra.run.dir={job.run_dir}"]
-    return f"{start} train.py {' '.join([*again, *resume])}"
+    return f"{launch_command(distributed.current())} train.py {' '.join([*again, *resume])}"
+
+
+def launch_command(rank: distributed.Rank | None) -> str:
+    """What starts train.py as this job did: python, torchrun on one node, or torchrun on each of several nodes
+    (each with its own --node_rank; the rendezvous address as this job had it)."""
+    if rank is None:
+        return "python"
+    if rank.world == rank.local_world:
+        return f"torchrun --nproc_per_node={rank.local_world}"
+    nodes, node = rank.world // rank.local_world, rank.rank // rank.local_world
+    address = f"--master_addr={os.environ.get('MASTER_ADDR', '<node 0>')} --master_port={os.environ.get('MASTER_PORT', 29500)}"
+    return (
+        f"(on each of the {nodes} nodes, with its own --node_rank; this is node {node}) "
+        f"torchrun --nnodes={nodes} --node_rank={node} --nproc_per_node={rank.local_world} {address}"
+    )
 
 
 def write_failed(job: Job, error: WriteFailed) -> None:

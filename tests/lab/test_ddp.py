@@ -159,3 +159,88 @@ def test_slurm_ddp_asks_submitit_for_tasks_per_node(tmp_path: Path, monkeypatch:
     (script,) = scripts
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4", "srun "):
         assert line in script, script
+
+
+def two_nodes(tmp_path: Path, port: int, *args: str) -> list[subprocess.Popen]:
+    """Two torchrun agents on this machine as two nodes of one job (`--nnodes=2 --node_rank=0|1`, one process
+    each, the rendezvous on 127.0.0.1:`port`)."""
+    common = [
+        f"data.source.root={PROJECT_ROOT / 'data'}",
+        *SMALL,
+        "trainer.threads=1",
+        *args,
+    ]  # 2 nodes, 2 cores
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={node}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(PROJECT_ROOT / "train.py"),
+                *common,
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_two_nodes_train_one_model_lose_a_node_and_resume_as_one_process_trains(
+    tmp_path: Path, mnist_root: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    longer = ["trainer.epochs=3", "data.train_subset=20000"]  # epochs of seconds: node 1 is lost mid-run
+    node_0, node_1 = two_nodes(tmp_path, free_port(), f"hydra.run.dir={run_dir}", *longer)
+    output_1 = ""
+    for line in node_1.stdout:  # type: ignore[union-attr]
+        output_1 += line
+        if line.startswith(
+            "[rank 1/2] epoch 1/3"
+        ):  # node 1 is lost: its agent and its worker (which torchrun
+            workers = subprocess.run(["pgrep", "-P", str(node_1.pid)], capture_output=True, text=True).stdout
+            for pid in [node_1.pid, *map(int, workers.split())]:  # starts in a session of its own) together
+                os.kill(pid, signal.SIGKILL)
+            break
+    node_1.communicate(timeout=60)
+    start = time.monotonic()
+    output_0 = node_0.communicate(timeout=180)[0]
+    assert time.monotonic() - start < 120 and node_0.returncode != 0, output_0
+    last = run_dir / "checkpoints" / "last.pt"
+    assert re.search(
+        r"\[rank 0/2\] error: rank 0 of 2: the job lost another rank \(rank 1 is gone: ", output_0
+    )
+    assert f"resume from {last} with: (on each of the 2 nodes, with its own --node_rank; this is node 0) " \
+           "torchrun --nnodes=2 --node_rank=0 --nproc_per_node=1 --master_addr=127.0.0.1" in output_0  # fmt: skip
+    assert load_checkpoint(last)["epoch"] == 1  # what node 0 saved: epoch 1, closed before the loss
+    assert (run_dir / "train.log").read_text().count("[rank 1/2]") == 0  # global rank 0 alone writes
+
+    again = two_nodes(tmp_path, free_port(), f"hydra.run.dir={run_dir}", *longer, "resume=auto")
+    outputs = [node.communicate(timeout=300)[0] for node in again]
+    assert [node.returncode for node in again] == [0, 0], outputs
+    assert "[rank 1/2] resuming from" in outputs[1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    one = train(compose(*SMALL, f"data.source.root={PROJECT_ROOT / 'data'}", *longer, "trainer.threads=1"),
+                tmp_path / "one")  # fmt: skip
+    losses = [h["train/loss"] for h in metrics["history"]]
+    assert losses == pytest.approx([h["train/loss"] for h in one["history"]], abs=2e-3)
