@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down gpu-check test-long
+.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down ray-cluster ray-cluster-down gpu-check test-long
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ slurm:  ## start a single-node SLURM cluster on this machine for hydra/launcher=
 
 slurm-down:  ## stop the daemons `make slurm` started
 	bash scripts/slurm.sh down
+
+ray-cluster:  ## start a Ray cluster of two nodes on this machine's loopback (127.0.0.1:6390), for hydra.launcher.ray.init.address
+	bash scripts/ray-cluster.sh up
+
+ray-cluster-down:  ## stop the two nodes `make ray-cluster` started (nothing else of Ray's)
+	bash scripts/ray-cluster.sh down
 
 postgres:  ## start a PostgreSQL server on 127.0.0.1:5433 for shared Optuna studies and the postgres tests (root; data in /var/tmp)
 	bash scripts/postgres.sh up

@@ -7,6 +7,7 @@ Sweeps read it to report failures and to skip completed jobs when resumed; repor
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,19 @@ def write_status(run_dir: Path, status: str, overrides: list[str], **fields: Any
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        **ray_node(),
         **fields,
     }
     write_json(record, run_dir / STATUS_FILE)
+
+
+def ray_node() -> dict[str, str]:
+    """{"ray_node": <id>} in a job Ray runs (hydra/launcher=ray): which node of the cluster it ran on, where
+    several share a host name; nothing elsewhere (Ray is not imported for it)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    return {"ray_node": ray.get_runtime_context().get_node_id()}
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

@@ -87,3 +87,39 @@ def test_a_job_no_node_could_hold_is_refused_naming_the_key_and_the_largest_node
     assert said is not None and said.startswith(
         "hydra.launcher.ray.remote.num_gpus=2: no node of the Ray cluster"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_a_sweep_on_a_ray_cluster_of_two_nodes_runs_a_job_on_each_and_leaves_the_cluster_as_it_found_it(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tempfile.mkdtemp(prefix="mlr-")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "RAY_CLUSTER_STATE": state, "RAY_CLUSTER_PORT": str(port),
+           "RAY_AUTH_MODE": "disabled"}  # fmt: skip
+    script = str(PROJECT_ROOT / "scripts" / "ray-cluster.sh")
+    before = set(subprocess.run(["pgrep", "-f", "ray"], capture_output=True, text=True).stdout.split())
+    up = subprocess.run(["bash", script, "up"], env=env, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0 and "2 nodes of 1 CPU(s)" in up.stdout, up.stdout + up.stderr
+    try:
+        sweep = tmp_path / "sweep"
+        done = subprocess.run(  # two jobs of one CPU each, on nodes of one CPU each: one job per node
+            [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=ray",
+             f"hydra.launcher.ray.init.address=127.0.0.1:{port}", "seed=0,1", *tiny_overrides(tiny_mnist),
+             f"hydra.sweep.dir={sweep}"],
+            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        statuses = [read_status(sweep / job) for job in ("0", "1")]
+        assert [s["status"] for s in statuses] == ["completed", "completed"]
+        assert len({s["ray_node"] for s in statuses}) == 2  # each job recorded the node it ran on: both
+    finally:
+        down = subprocess.run(["bash", script, "down"], env=env, capture_output=True, text=True, timeout=120)
+    shutil.rmtree(state, ignore_errors=True)
+    assert down.returncode == 0, down.stderr
+    left = set(subprocess.run(["pgrep", "-f", "ray"], capture_output=True, text=True).stdout.split())
+    assert left <= before  # the cluster is gone, and nothing else of Ray's was touched
