@@ -50,17 +50,31 @@ up() {
     die "the nodes started but the cluster does not show two: see $STATE/head.log and $STATE/node.log"
 }
 
+descendants() {  # the processes below the given ones (a raylet's workers, started after `up` returned)
+    local kids
+    for pid in "$@"; do
+        kids=$(pgrep -P "$pid" || true)
+        if [ -n "$kids" ]; then echo "$kids"; descendants $kids; fi
+    done
+}
+
+ours() {  # what `up` started, and what those started since, still running
+    local started
+    started=$(cat "$STATE/pids")
+    { echo "$started"; descendants $started; } | sort -u | comm -12 - <(ray_processes)
+}
+
 down() {
     # `ray stop` would stop every Ray process of this machine: only those `up` started are ours to stop.
     [ -s "$STATE/pids" ] || { say "no cluster of this script was running"; return; }
     local pids
-    pids=$(comm -12 <(sort "$STATE/pids") <(ray_processes))
+    pids=$(ours)
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for _ in $(seq 50); do
-        [ -z "$(comm -12 <(sort "$STATE/pids") <(ray_processes))" ] && break
+        [ -z "$(comm -12 <(echo "$pids") <(ray_processes))" ] && break
         sleep 0.2
     done
-    pids=$(comm -12 <(sort "$STATE/pids") <(ray_processes))
+    pids=$(comm -12 <(echo "$pids") <(ray_processes))
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
     rm -f "$STATE/pids"
     say "stopped the cluster at $(address)"
