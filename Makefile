@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 MODEL  ?= lenet
 DIR    ?= multirun
 
-.PHONY: install data train tune report dashboard test bench lint format tensorboard clean slurm slurm-down postgres postgres-down ray-cluster ray-cluster-down gpu-check test-long
+.PHONY: install data train tune report dashboard notebook test bench lint format tensorboard clean slurm slurm-down postgres postgres-down ray-cluster ray-cluster-down gpu-check test-long
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 	@if [ -d "$(STUDY)" ]; then storage="sqlite:///$(abspath $(STUDY))/study.db"; else storage="$(STUDY)"; fi; \
 	echo "optuna-dashboard $$storage  (http://127.0.0.1:$(PORT))"; \
 	$(VENV)/bin/optuna-dashboard --port $(PORT) "$$storage"
+
+notebook: data  ## JupyterLab on examples/ in the project's own environment (installs the notebook extra once)
+	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e '.[notebook]'
+	$(VENV)/bin/jupyter lab --notebook-dir=examples
 
 # Two pytest-xdist workers, a test file each at a time (--dist loadfile: the torchrun tests, which share torchrun's
 # default port, never run together); OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning on a core

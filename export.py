@@ -10,6 +10,7 @@ Needs the export extra: pip install -e '.[export]' (onnx, onnxscript, onnxruntim
 
 from mnist_lab import cli
 from mnist_lab.artifacts import load_trained
+from mnist_lab.errors import UserError
 from mnist_lab.overrides import split_args
 from mnist_lab.tools.export import FORMATS, USAGE, export_trained
 
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> int:
     args, overrides = split_args(argv, ("ckpt", "format", "out"))
     cli.require(args, ("ckpt", "format"), USAGE)
     if args["format"] not in FORMATS:
-        raise ValueError(f"format={args['format']}: not an export format; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"format={args['format']}: not an export format; choose one of {', '.join(FORMATS)}")
     report, passed = export_trained(load_trained(args["ckpt"], overrides), args["format"], args.get("out"))
     print(report)
     return 0 if passed else 1

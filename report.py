@@ -9,12 +9,13 @@ val_acc_per_epoch.png and test_acc_vs_params.png (lab/tools/report.py).
 from pathlib import Path
 
 from mnist_lab import cli
+from mnist_lab.errors import UserError
 from mnist_lab.tools.report import report
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        raise ValueError(
+        raise UserError(
             f"give one directory, not {len(argv)} arguments (usage: python report.py <sweep or outputs directory>)"
         )
     print(report(Path(argv[0])))

@@ -16,13 +16,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import mnist_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from mnist_lab import cli, ddp, run
+from mnist_lab import cli, ddp, shell
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """One run, or one job of a sweep (lab/run.py)."""
-    return cli.keeping_outcome(lambda: run.main(cfg), HydraConfig.get().mode == RunMode.RUN)
+    """One run, or one job of a sweep (mnist_lab.shell)."""
+    return cli.keeping_outcome(lambda: shell.main(cfg), HydraConfig.get().mode == RunMode.RUN)
 
 
 if __name__ == "__main__":

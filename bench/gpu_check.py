@@ -33,7 +33,7 @@ from bench.throughput import FLOORS, build_contender, mnist_lab_epoch
 from bench.time_to_accuracy import run_experiment
 from mnist_lab.config import PROJECT_ROOT, compose
 from mnist_lab.data.sources import MNISTData, read_idx
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 
 EPOCH_OVER_BARE, SPEEDRUN_OVER_ANCHOR, SPEEDRUN_ACCURACY = 0.3, 0.5, 0.99  # the targets
 ON_GPU = ["trainer.device=cuda", "trainer.epochs=2", "trainer.histograms_every=0"]

@@ -28,12 +28,12 @@ from typing import Any
 from bench import RESULTS, machine, spread, write_result
 from mnist_lab.config import PROJECT_ROOT
 
-# The child interpreter of (2): times each phase of lab/run.py's own path by wrapping the functions it calls.
+# The child interpreter of (2): times each phase of a run's own path (mnist_lab.pipeline.train) by wrapping the functions it calls.
 PHASES_CHILD = r"""
 import json, sys, time
 start = time.perf_counter()
 from pathlib import Path
-import mnist_lab.build, mnist_lab.run, mnist_lab.trainer.loop, mnist_lab.trainer.tensorboard
+import mnist_lab.build, mnist_lab.pipeline, mnist_lab.trainer.loop, mnist_lab.trainer.tensorboard
 from mnist_lab.config import compose
 seconds = {"imports": time.perf_counter() - start}
 
@@ -47,9 +47,9 @@ def timed(module, name, key):
             seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
     setattr(module, name, wrapper)
 
-timed(lab.build, "read_data", "data")
-timed(lab.run, "build", "build_total")
-timed(trainer.loop, "predict", "predict")  # validation each epoch, and the test set once
+timed(mnist_lab.build, "read_data", "data")
+timed(mnist_lab.pipeline, "build", "build_total")
+timed(mnist_lab.trainer.loop, "predict", "predict")  # validation each epoch, and the test set once
 for name in ("start", "hparams", "step_losses", "epoch", "histograms", "close"):
     timed(mnist_lab.trainer.tensorboard.RunLog, name, "tensorboard")
 timed(mnist_lab.trainer.tensorboard.RunLog, "test", "tensorboard_test")
@@ -57,7 +57,7 @@ began = time.perf_counter()
 cfg = compose(*sys.argv[2:])
 seconds["config"] = time.perf_counter() - began
 began = time.perf_counter()
-metrics = mnist_lab.run.train(cfg, Path(sys.argv[1]))
+metrics = mnist_lab.pipeline.train(cfg, Path(sys.argv[1]))
 seconds["run_total"] = time.perf_counter() - began
 seconds["training"] = metrics["train_seconds"]
 seconds["all"] = time.perf_counter() - start

@@ -8,7 +8,7 @@ the default epoch count. Seconds are training time only: the extra test evaluati
     python -m bench.time_to_accuracy [--models lenet lenet_res resmlp] [--seeds 0 1 2]
 
 With `--experiment speedrun` it times a whole recipe instead, as `python train.py experiment=speedrun
-seed=S` runs it (mnist_lab.run.train, seeds 0-4 by default): training seconds with any compile warm-up, the
+seed=S` runs it (mnist_lab.pipeline.train, seeds 0-4 by default): training seconds with any compile warm-up, the
 official test accuracy at the end, their median and interquartile range, mean and std.
 
 Writes bench/results/time_to_accuracy-<date>.json (time_to_accuracy-<experiment>-<date>.json) and a PNG
@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench import RESULTS, machine, write_result  # noqa: E402
 from mnist_lab.build import build  # noqa: E402
 from mnist_lab.config import compose  # noqa: E402
-from mnist_lab.run import train  # noqa: E402
+from mnist_lab.pipeline import train  # noqa: E402
 from mnist_lab.trainer.evaluation import evaluate  # noqa: E402
 from mnist_lab.trainer.loop import train_one_epoch  # noqa: E402
 

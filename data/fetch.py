@@ -38,6 +38,8 @@ DEBIAN_FILES = "usr/share/datasets/fashion-mnist"  # where the package puts the 
 class FetchError(RuntimeError):
     """MNIST could not be fetched from any source."""
 
+    exit_code = 1  # the network's or the sources' failure (mnist_lab.errors)
+
 
 def unverified_files(raw: Path, files: dict[str, str] = RAW_FILES) -> list[str]:
     """Names of the official raw `files` (name -> md5) that are missing from `raw` or fail their md5 check."""

@@ -30,6 +30,8 @@ MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB; past it, a fi
 class ImageError(ValueError):
     """This file cannot be made into a digit (unreadable, not an image, nothing drawn)."""
 
+    exit_code = 2  # a bad file of the user's (mnist_lab.errors)
+
 
 def load_greyscale(path: Path) -> np.ndarray:
     """The image file as float greyscale in [0, 1] (transparent parts count as white paper); an image over

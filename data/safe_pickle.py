@@ -28,6 +28,8 @@ NUMERIC_KINDS = "biuf"  # bool, signed int, unsigned int, float
 class UnsafePickleError(ValueError):
     """A pickle was refused: it holds something other than numeric numpy arrays, or is malformed."""
 
+    exit_code = 2  # a bad file of the user's (mnist_lab.errors)
+
 
 class _Refused(Exception):
     """Raised inside the unpickler; turned into UnsafePickleError with the file's name."""

@@ -33,6 +33,14 @@ DATASETS = {"MNIST": RAW_FILES, "FashionMNIST": FASHION_RAW_FILES}  # torchvisio
 class DataFormatError(ValueError):
     """A data file holds something other than MNIST-shaped images and labels."""
 
+    exit_code = 2  # a bad file of the user's (mnist_lab.errors)
+
+
+class DataMissing(FileNotFoundError):
+    """The data files a config names are not there: the message says how to fetch them."""
+
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class MNISTData:
@@ -54,12 +62,12 @@ def read_idx(root: str | Path, verify_md5: bool = True, dataset: str = "MNIST") 
     ops and torch._dynamo), several times what reading the four files takes; the result is the same tensors.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"data.source.dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        raise DataFormatError(f"data.source.dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     root = Path(root)
     raw = root / dataset / "raw"
     missing = [name for name in DATASETS[dataset] if not (raw / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise DataMissing(
             f"{dataset} files missing in {raw} (data.source.root={root}): {', '.join(missing)}. "
             "Run `make data` (or `python -m mnist_lab.data.fetch --root <root>`) to fetch them."
         )
@@ -120,7 +128,7 @@ def read_pickle(path: str | Path) -> MNISTData:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataMissing(
             f"pickle not found: {path} (data.source.path). `make data` writes data/mnist.pkl and data/fashion_mnist.pkl."
         )
     content = load_arrays(path)

@@ -38,10 +38,11 @@ from mnist_lab.artifacts import Trained, load_trained
 from mnist_lab.cli import OUR_LOGGERS, user_message
 from mnist_lab.config import compose
 from mnist_lab.data.images import ImageError, greyscale, load_greyscale, prepare
-from mnist_lab.outcomes import RunStopped
+from mnist_lab.errors import NotFound, UserError
 from mnist_lab.ownership import owned
-from mnist_lab.run import Job, run_job
+from mnist_lab.shell import Job, run_job
 from mnist_lab.status import read_status
+from mnist_lab.trainer.stopping import TrainingStopped
 
 if TYPE_CHECKING:
     from mnist_lab.tools.evaluate import Evaluation
@@ -117,7 +118,7 @@ def model_input(images: ImageLike | Sequence[ImageLike], dataset: str, mean: flo
     """`images` as the models' input (N, 1, 28, 28), normalised with the dataset's mean and std."""
     many = images if isinstance(images, list | tuple) else [images]
     if not many:
-        raise ValueError("no images to predict: an empty list")
+        raise UserError("no images to predict: an empty list")
     pixels = torch.cat([as_pixels(image, dataset) for image in many])  # (N, 28, 28) in [0, 1]
     return (pixels.unsqueeze(1) - mean) / std
 
@@ -151,15 +152,15 @@ def array_pixels(image: Tensor | np.ndarray) -> Tensor:
         or len(shape) == 3
         and 0 in shape
     ):
-        raise ValueError(
+        raise UserError(
             f"an array of shape {shape}: arrays hold 28x28 greyscale images, (28, 28), (N, 28, 28) or "
             "(N, 1, 28, 28), as the dataset stores them; give other images as PIL images or files"
         )
     if not bool(torch.isfinite(pixels).all()):
-        raise ValueError(f"an array of shape {shape} with NaN or infinite pixels: pixels are 0-255 or 0-1")
+        raise UserError(f"an array of shape {shape} with NaN or infinite pixels: pixels are 0-255 or 0-1")
     low, high = float(pixels.min()), float(pixels.max())
     if low < 0 or high > 255:
-        raise ValueError(
+        raise UserError(
             f"an array with pixels from {low:g} to {high:g}: pixels are 0-255 (uint8-like) or 0-1, light on dark"
         )
     return (pixels / 255.0 if high > 1.0 else pixels).reshape(-1, 28, 28)
@@ -170,9 +171,10 @@ METRICS_KEYS = ("model", "parameters", "epochs", "test_acc", "history")  # what 
 
 def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     """Train as `python train.py <overrides>` does, into the same kind of run directory (outputs/<date>/<time>,
-    or `run_dir`), and return the finished Run. A bad value raises (RunFailed, ValueError) with the one line
-    the script prints; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt; a
-    stop at trainer.max_steps (or on SIGTERM) raises RunStopped, whose message names last.pt."""
+    or `run_dir`), and return the finished Run. What ends it otherwise raises, as the script would end
+    (mnist_lab.errors, with the line the script prints): a bad value or file UserError (a ValueError), a full
+    disk WriteFailed; Ctrl-C stops after the current step with last.pt saved and raises KeyboardInterrupt; a
+    stop at trainer.max_steps (or on SIGTERM) raises TrainingStopped, whose message names last.pt."""
     for override in overrides:
         if not isinstance(override, str):
             raise TypeError(f"train({override!r}): an override is a string, as on the command line: "
@@ -180,7 +182,7 @@ def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     try:
         cfg = compose(*overrides, return_hydra_config=True)
     except HydraException as error:
-        raise ValueError(user_message(error)) from None
+        raise UserError(user_message(error)) from None
     setup_globals()  # Hydra's `now` resolver, which the run directory's name uses
     job = Job(Path(run_dir or cfg.hydra.run.dir).absolute(), list(cfg.hydra.overrides.task), None,
               dict(cfg.hydra.runtime.choices))  # fmt: skip
@@ -189,7 +191,7 @@ def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
         with unchanged_process(), logging_to(job.run_dir / "train.log"):
             try:
                 run_job(task, job)
-            except RunStopped as stop:
+            except TrainingStopped as stop:
                 if (
                     stop.exit_code != 128 + signal.SIGINT
                 ):  # trainer.max_steps or SIGTERM: nobody pressed Ctrl-C
@@ -220,16 +222,16 @@ def load(run_dir: str | Path) -> Run:
     if not metrics_file.is_file():
         status = read_status(path)
         said = f"its status.json says {status['status']}" if status else "no status.json either"
-        raise FileNotFoundError(f"{path}: no metrics.json, so not a completed run ({said})")
+        raise NotFound(f"{path}: no metrics.json, so not a completed run ({said})")
     try:
         metrics = json.loads(metrics_file.read_text())
     except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
-        raise ValueError(
+        raise UserError(
             f"{metrics_file}: unreadable ({error}); the run's checkpoints are as they were"
         ) from None
     missing = [key for key in METRICS_KEYS if not isinstance(metrics, dict) or key not in metrics]
     if missing:
-        raise ValueError(f"{metrics_file}: not a metrics.json this lab wrote (no {', '.join(missing)})")
+        raise UserError(f"{metrics_file}: not a metrics.json this lab wrote (no {', '.join(missing)})")
     return Run(path.absolute(), metrics)
 
 

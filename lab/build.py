@@ -8,9 +8,11 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -19,6 +21,7 @@ from mnist_lab.config import check_config, to_plain
 from mnist_lab.data.augment import Augment
 from mnist_lab.data.loader import DeviceBatches, split_validation
 from mnist_lab.data.sources import MNISTData
+from mnist_lab.errors import UserError, exit_code_of
 from mnist_lab.trainer import distributed
 from mnist_lab.trainer.device import choose_device
 from mnist_lab.trainer.distributed import Rank
@@ -48,6 +51,17 @@ class Setup:
     threads: int
     channels_last: bool
     compile_seconds: float | None
+
+
+def instantiate(node: DictConfig) -> Any:
+    """hydra.utils.instantiate, with what a callable raises on purpose (mnist_lab.errors: a data file refused,
+    a value out of range) raised as it is rather than inside Hydra's InstantiationException."""
+    try:
+        return hydra_instantiate(node)
+    except InstantiationException as error:
+        if error.__cause__ is not None and exit_code_of(error.__cause__) is not None:
+            raise error.__cause__ from None
+        raise
 
 
 def read_data(cfg: DictConfig) -> MNISTData:
@@ -91,7 +105,7 @@ def build_model(cfg: DictConfig, device: torch.device) -> tuple[nn.Module, bool]
         sized = instantiate(cfg.model)
     needed = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in sized.parameters())
     if needed > (memory := device_memory(device)):
-        raise ValueError(f"model ({', '.join(f'model.{k}={v}' for k, v in cfg.model.items() if k != '_target_')}) "
+        raise UserError(f"model ({', '.join(f'model.{k}={v}' for k, v in cfg.model.items() if k != '_target_')}) "
                          f"needs about {needed / 2**30:,.1f} GiB to train (weights, gradients, optimizer state); "
                          f"{device} has {memory / 2**30:,.1f} GiB: choose a smaller model")  # fmt: skip
     model = instantiate(cfg.model).to(device)
@@ -125,7 +139,7 @@ def naming_keys(node: DictConfig, group: str) -> Iterator[None]:
         settings = {str(k): v for k, v in node.items() if not str(k).startswith("_")}
         named = [k for k in settings if k.rstrip("s").replace("_", " ") in said.lower().replace("_", " ")]
         keys = " ".join(f"{group}.{k}={settings[k]}" for k in named or settings)
-        raise ValueError(f"{keys}: refused by {node._target_}: {said}") from None
+        raise UserError(f"{keys}: refused by {node._target_}: {said}") from None
 
 
 TRAINING_COPIES = 4  # a parameter's memory while training: itself, its gradient and Adam's two moments
@@ -142,13 +156,13 @@ def check_ddp(cfg: DictConfig, rank: Rank) -> None:
     """Refuse a DDP job its settings cannot run: the global batch must divide over the ranks, and on CUDA
     each rank on a node needs a GPU of its own."""
     if cfg.trainer.batch_size % rank.world:
-        raise ValueError(
+        raise UserError(
             f"trainer.batch_size={cfg.trainer.batch_size} does not divide over the job's {rank.world} processes "
             f"(WORLD_SIZE): it is the global batch, each process takes batch_size / {rank.world}"
         )
     gpus = torch.cuda.device_count()
     if cfg.trainer.device in ("auto", "cuda") and 0 < gpus < rank.local_world:
-        raise ValueError(
+        raise UserError(
             f"{rank.local_world} processes on this node (LOCAL_WORLD_SIZE) but {gpus} GPU(s): one GPU per "
             f"process (or trainer.device=cpu)"
         )

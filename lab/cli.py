@@ -1,10 +1,13 @@
-"""The one wrapper every entry point uses: a bad value or file ends the command with one line, `error: ...`,
-and exit status 2 (1 when the machine failed: a full disk), never a Python traceback."""
+"""What every entry point runs in: the command ends with the exit status its outcome carries
+(mnist_lab.errors), a bad value or file with one line, `error: ...`, and status 2 (1 when the machine failed:
+a full disk), never a Python traceback; a bug in the code keeps its traceback. The one module below the entry
+points that ends a process."""
 
 import atexit
 import contextlib
 import difflib
 import errno
+import functools
 import logging
 import multiprocessing
 import os
@@ -12,7 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hydra.errors import (
     ConfigCompositionException,
@@ -23,11 +26,8 @@ from hydra.errors import (
 )
 
 from mnist_lab.config import registry
-from mnist_lab.outcomes import Refused, RunFailed, RunStopped, SweepFailed
-from mnist_lab.trainer.files import WriteFailed
+from mnist_lab.errors import LabError, UserError, exit_code_of, said
 
-# What a user's input can cause: a bad value, a missing or unreadable file, a config Hydra cannot compose.
-USER_ERRORS = (ValueError, KeyError, OSError, HydraException)
 OUR_LOGGERS = (
     "train",
     "tune",
@@ -111,12 +111,7 @@ def require(args: dict[str, str], keys: tuple[str, ...], usage: str) -> None:
     """Refuse a command without the arguments it needs, naming them, with its usage."""
     missing = [f"{key}=" for key in keys if key not in args]
     if missing:
-        raise ValueError(f"{' and '.join(missing)} missing ({usage})")
-
-
-def exit_code(error: BaseException) -> int:
-    """2 for a user's mistake; 1 when the machine failed (a full disk, a quota, an I/O error)."""
-    return 1 if isinstance(error, WriteFailed) and error.disk_full else 2
+        raise UserError(f"{' and '.join(missing)} missing ({usage})")
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
@@ -157,18 +152,18 @@ def run(main: Callable[[list[str]], int]) -> NoReturn:
     end(_status(lambda: main(sys.argv[1:])))
 
 
-_kept: list[RunFailed | RunStopped] = []  # how a single run under run_hydra ended, kept past Hydra
+_kept: list[Exception] = []  # how a single run under run_hydra ended, kept past Hydra
 
 
 def keeping_outcome(task: Callable[[], object], single_run: bool) -> object:
-    """`task()`, inside a `@hydra.main` function; a single run's RunFailed or RunStopped is kept for
-    run_hydra instead of raised through Hydra, which would print "Error executing job with overrides" after
-    the run's own line (a max_steps stop, exit status 0, included). A sweep's pass through: Hydra records
+    """`task()`, inside a `@hydra.main` function; how a single run ended, its line said (mnist_lab.shell), is
+    kept for run_hydra instead of raised through Hydra, which would print "Error executing job with overrides"
+    after the run's own line (a max_steps stop, exit status 0, included). A sweep's pass through: Hydra records
     them per job."""
     try:
         return task()
-    except (RunFailed, RunStopped) as ended:
-        if not single_run:
+    except Exception as ended:
+        if not single_run or not said(ended):
             raise
         _kept.append(ended)
         return None
@@ -189,6 +184,23 @@ def run_hydra(main: Callable[[], object]) -> NoReturn:
     end(_status(call))
 
 
+def ending_the_command(callback: Callable[..., None]) -> Callable[..., None]:
+    """A Hydra callback's method whose LabError (a refusal before anything ran, a sweep whose jobs failed)
+    ends the command with its line and exit status: Hydra itself turns a callback's exception into a warning
+    and goes on."""
+
+    @functools.wraps(callback)
+    def calling(*args: Any, **kwargs: Any) -> None:
+        try:
+            callback(*args, **kwargs)
+        except LabError as error:
+            if said(error):
+                end(error.exit_code)
+            fail(str(error), error.exit_code)
+
+    return calling
+
+
 class BelowWarning(logging.Filter):
     """Lets through what is less than a warning: a run's progress goes to stdout, its warnings and errors to
     stderr, where scripts and schedulers look (configs/config.yaml's job_logging)."""
@@ -198,14 +210,19 @@ class BelowWarning(logging.Filter):
 
 
 def _status(call: Callable[[], int | None]) -> int:
-    """`call()`'s exit status: its own, or what the exception it raised means."""
+    """`call()`'s exit status: its own, or the one the exception it raised carries (mnist_lab.errors), its line
+    shown unless the run already said it. An exception the lab did not raise on purpose, a bug, keeps its
+    traceback (exit status 1), but where the run has logged it already."""
     try:
         return call() or 0
-    except (RunFailed, RunStopped) as ended:  # the run has said why, in its log
-        return ended.exit_code
-    except SweepFailed:  # the sweep has listed its failed jobs
-        return 1
-    except Refused as refused:
-        fail(str(refused), 2)
-    except USER_ERRORS as error:
-        fail(user_message(error), exit_code(error))
+    except Exception as error:
+        code = exit_code_of(error)
+        if said(error):
+            return 1 if code is None else code
+        if code is not None:
+            fail(str(error) if isinstance(error, LabError) else user_message(error), code)
+        if isinstance(
+            error, HydraException | OSError
+        ):  # a config Hydra cannot compose, a file the user named
+            fail(user_message(error), 2)
+        raise

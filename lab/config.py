@@ -19,11 +19,24 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lab.errors import UserError
 from mnist_lab.sweep import slurm
-from mnist_lab.sweep.resume import sweep_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+def sweep_dir(resume: Any, new: str) -> str:
+    """hydra.sweep.dir (the `${sweep_dir:...}` resolver): `new`, or the sweep `resume_sweep` names
+    (`last`/true: the newest in new's root)."""
+    if resume in (None, False):
+        return new
+    if resume in (True, "last"):
+        root = Path(new).parent.parent  # multirun/<date>/<time>: the newest sorts last
+        earlier = sorted(p.parent for p in root.glob("*/*/multirun.yaml"))
+        return str(earlier[-1]) if earlier else new
+    return str(Path(str(resume)).absolute())
+
 
 # Config paths are written as ${project_root:}/...: they resolve from here, not from the working directory.
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
@@ -194,18 +207,18 @@ def check_targets(config: dict[str, Any], origin: str = "") -> None:
             continue
         target = node.get("_target_")
         if place not in allowed:
-            raise ValueError(f"{said} names a callable at {place or 'its top'} ({place}._target_={target!r}): "
+            raise UserError(f"{said} names a callable at {place or 'its top'} ({place}._target_={target!r}): "
                              f"the lab builds only {', '.join(BUILT_AT)}; nothing was built")  # fmt: skip
         if target not in allowed[place]:
             known = ", ".join(sorted(allowed[place]))
-            raise ValueError(f"{said} has {place}._target_={target!r}, which the lab never builds "
+            raise UserError(f"{said} has {place}._target_={target!r}, which the lab never builds "
                              f"({place} is one of {known}); nothing was built")  # fmt: skip
         unknown = sorted(set(node) - allowed[place][target] - {"_target_", "_partial_", "_convert_"})
         odd = [k for k, ok in HOW_TO_BUILD.items() if k in node and node[k] not in ok]
         if unknown or odd:
             key = (unknown or odd)[0]
             takes = ", ".join(sorted(k for k in allowed[place][target] if not k.startswith("_")))
-            raise ValueError(f"{said} sets {place}.{key}, which {target} does not take (it takes: {takes}); "
+            raise UserError(f"{said} sets {place}.{key}, which {target} does not take (it takes: {takes}); "
                              "nothing was built")  # fmt: skip
 
 
@@ -227,15 +240,15 @@ def check_config(cfg: DictConfig) -> None:
     check_targets(plain)  # type: ignore[arg-type]
     for key, value in leaves(plain):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{key}={value}: must be a finite number")
+            raise UserError(f"{key}={value}: must be a finite number")
     for key, (valid, expected) in CHECKED_KEYS.items():
         value = OmegaConf.select(cfg, key)
         if not valid(value):
-            raise ValueError(f"{key} must be {expected}, got {value!r}")
+            raise UserError(f"{key} must be {expected}, got {value!r}")
     check_declared(plain)  # type: ignore[arg-type]
     floor, peak = OmegaConf.select(cfg, "scheduler.min_lr"), cfg.optimizer.lr
     if floor is not None and floor > peak:
-        raise ValueError(f"scheduler.min_lr={floor} is above optimizer.lr={peak}, the peak rate: the schedule "
+        raise UserError(f"scheduler.min_lr={floor} is above optimizer.lr={peak}, the peak rate: the schedule "
                          "would raise the rate instead of annealing it; choose a floor below the peak")  # fmt: skip
 
 
@@ -268,7 +281,7 @@ def check_declared(config: dict[str, Any]) -> None:
                     if close
                     else f"its keys: {', '.join(known)}"
                 )
-                raise ValueError(f"{name}: nothing reads this key ({hint})")
+                raise UserError(f"{name}: nothing reads this key ({hint})")
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

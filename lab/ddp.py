@@ -9,6 +9,7 @@ from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
 
 from mnist_lab.config import CONFIG_DIR
+from mnist_lab.errors import UserError
 from mnist_lab.trainer import distributed
 from mnist_lab.trainer.distributed import Rank
 
@@ -21,7 +22,7 @@ def rank_argv(argv: list[str]) -> list[str]:
     if rank is None:
         return argv
     if "-m" in argv or "--multirun" in argv:
-        raise ValueError(
+        raise UserError(
             "a DDP job (torchrun) trains one run: -m/--multirun sweeps are not started by torchrun"
         )
     distributed.start(rank)

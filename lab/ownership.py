@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mnist_lab.errors import UserError
 from mnist_lab.status import STATUS_FILE, read_status
 
 LOCK_FILE = ".lock"
@@ -20,7 +21,7 @@ RUN_FILES = ("metrics.json", STATUS_FILE, "checkpoints/last.pt", "checkpoints/be
 _held: dict[Path, int] = {}  # run directory -> the open lock file of this process
 
 
-class DirectoryTaken(ValueError):
+class DirectoryTaken(UserError):
     """The run directory is another process's, or holds another run's files: the message says which and what
     to do (exit status 2)."""
 

@@ -1,4 +1,5 @@
-"""What a run directory says about its run (`status.json`), and the job directories of a sweep.
+"""What a run directory says about its run (`status.json`, written by mnist_lab.shell alone), and the job
+directories of a sweep.
 
 status: running | completed | failed | stopped (a signal or max_steps; last.pt saved) | pruned (by a search)
 Sweeps read it to report failures and to skip completed jobs when resumed; report.py reads it too.
@@ -15,10 +16,6 @@ from typing import Any
 from mnist_lab.trainer.files import write_json
 
 STATUS_FILE = "status.json"
-
-
-class Pruned(Exception):  # noqa: N818 (an outcome, not an error)
-    """A search's pruner ended this run after an epoch: its accuracy so far was not promising."""
 
 
 def write_status(run_dir: Path, status: str, overrides: list[str], **fields: Any) -> None:

@@ -26,7 +26,7 @@ from mnist_lab.api import load
 from mnist_lab.api import train as api_train
 from mnist_lab.config import PROJECT_ROOT
 from mnist_lab.models import LeNet
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 from mnist_lab.trainer.speed import available_cpus
 from tests.conftest import tiny_config, tiny_overrides
 

@@ -17,7 +17,7 @@ from mnist_lab.artifacts import load_trained
 from mnist_lab.config import PROJECT_ROOT, compose
 from mnist_lab.data.loader import normalize
 from mnist_lab.data.sources import read_idx
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 from mnist_lab.trainer.checkpoint import load_checkpoint
 from tests.conftest import run_script, scalars, tiny_overrides
 

@@ -68,7 +68,7 @@ def test_plain_pytorch_packages_load_no_config_or_search_library(package: str) -
 @pytest.mark.slow  # a Python process
 def test_status_and_report_code_pay_no_torch_import() -> None:
     code = (
-        "import sys, mnist_lab.status, mnist_lab.tools.report, mnist_lab.sweep.resume, mnist_lab.overrides; "
+        "import sys, mnist_lab.status, mnist_lab.tools.report, mnist_lab.overrides; "
         "print('torch' in sys.modules)"
     )
     done = subprocess.run(

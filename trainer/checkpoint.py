@@ -22,6 +22,14 @@ RUN_KEYS = ("model", "optimizer", "scheduler", "loader", "rng", "config", "epoch
 class CheckpointError(ValueError):
     """The file is not a checkpoint this code can use: the message names it and says why."""
 
+    exit_code = 2  # a bad file of the user's (mnist_lab.errors)
+
+
+class CheckpointUnreadable(OSError):
+    """The checkpoint file cannot be read (missing, a directory, no permission): the message names it."""
+
+    exit_code = 2
+
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically. Serialised in memory first: torch's zip writer, when the disk is
@@ -38,7 +46,7 @@ def load_checkpoint(
     try:
         content = Path(path).read_bytes()
     except OSError as error:
-        raise OSError(error.errno, f"{path}: cannot be read: {error.strerror}") from None
+        raise CheckpointUnreadable(error.errno, f"{path}: cannot be read: {error.strerror}") from None
     try:
         with warnings.catch_warnings():  # torch warns of pickle protocols before it refuses the file
             warnings.simplefilter("ignore")

@@ -3,6 +3,12 @@
 import torch
 
 
+class DeviceUnavailable(ValueError):
+    """trainer.device names a device this machine does not have (or no device at all)."""
+
+    exit_code = 2  # a value of the user's (mnist_lab.errors)
+
+
 def choose_device(name: str = "auto", job: int | None = None) -> torch.device:
     """Return the device for `name` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps'); raise if it is not available here.
 
@@ -21,17 +27,19 @@ def choose_device(name: str = "auto", job: int | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(
+        raise DeviceUnavailable(
             f"trainer.device={name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps"
         ) from None
     if device.type == "cuda" and not (
         torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
     ):
-        raise ValueError(
+        raise DeviceUnavailable(
             f"trainer.device={name!r} is not available: this machine has {torch.cuda.device_count()} CUDA devices"
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"trainer.device={name!r} is not available: this machine has no MPS device")
+        raise DeviceUnavailable(f"trainer.device={name!r} is not available: this machine has no MPS device")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+        raise DeviceUnavailable(
+            f"trainer.device={name!r} is not supported; use auto, cpu, cuda, cuda:N or mps"
+        )
     return device

@@ -38,6 +38,11 @@ class WriteFailed(OSError):
         """The machine's fault (a full disk, a quota, a size limit, an I/O error), not a bad path."""
         return self.errno in DISK_ERRORS
 
+    @property
+    def exit_code(self) -> int:
+        """1 when the machine failed; 2 for a path the user chose that cannot be written."""
+        return 1 if self.disk_full else 2
+
 
 def atomic_write(path: Path, content: bytes, what: str = "file") -> None:
     """Write `content` to a temporary file beside `path`, flush it to disk, then rename it to `path`.

@@ -25,6 +25,9 @@ class TrainingStopped(Exception):  # noqa: N818 (a stop, not an error)
         super().__init__(f"{reason}; {f'saved {checkpoint}' if checkpoint else 'nothing was saved yet'}")
         self.reason, self.checkpoint, self.exit_code = reason, checkpoint, exit_code
 
+    def __reduce__(self) -> tuple[type, tuple[str, Path | None, int]]:  # a SLURM job's result is pickled
+        return type(self), (self.reason, self.checkpoint, self.exit_code)
+
 
 @contextlib.contextmanager
 def stopping_at_once(doing: str, checkpoint: Path | None = None) -> Iterator[None]:
@@ -54,6 +57,11 @@ class NonFiniteLoss(RuntimeError):
         value_text = "not finite" if value is None else value
         super().__init__(message or f"loss is {value_text} at step {step} of this pass")
         self.step, self.value = step, value
+
+    def __reduce__(self) -> tuple[type, tuple[int, float | None, str]]:  # a SLURM job's result is pickled
+        return type(self), (self.step, self.value, str(self))
+
+    exit_code = 1  # nobody's input was wrong: the training diverged
 
 
 class StopRequests:

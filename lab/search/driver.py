@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lab.config import PROJECT_ROOT
+from mnist_lab.errors import UserError
 from mnist_lab.overrides import override_key
 from mnist_lab.search.study import check_tune, make_pruner, masked, open_storage
 from mnist_lab.status import read_status
@@ -204,11 +205,11 @@ def summarise(study: optuna.Study, overrides: list[str], study_dir: Path) -> dic
 def search(cfg: DictConfig, overrides: list[str]) -> int:
     """Run or continue the study `cfg.tune` defines; every trial also gets `overrides`. Returns the exit status."""
     if "tune" not in cfg:
-        raise ValueError("choose a search space: python tune.py hparams_search=<lenet|lenet_res|resmlp> ...")
+        raise UserError("choose a search space: python tune.py hparams_search=<lenet|lenet_res|resmlp> ...")
     tune = cfg.tune
     check_tune(tune)
     if cfg.data.validation_size == 0:
-        raise ValueError(
+        raise UserError(
             "data.validation_size=0 leaves a search nothing to choose on: keep a validation split"
         )
     study_dir = Path(tune.dir)

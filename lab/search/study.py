@@ -11,6 +11,8 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
+from mnist_lab.errors import NotFound, UserError
+
 STUDY_FILE = "study.db"
 PRUNERS = ("median", "halving", "none")
 
@@ -73,12 +75,12 @@ def open_storage(tune: DictConfig) -> optuna.storages.BaseStorage:
                     time.sleep(0.5 * (attempt + 1))
         except SQLAlchemyError as error:
             said = " ".join(str(getattr(error, "orig", None) or error).split())
-            raise ValueError(
+            raise UserError(
                 f"tune.storage={masked(tune.storage)}: cannot open the database: {said}"
             ) from None
     path = Path(tune.storage).absolute()
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
+        raise NotFound(f"tune.storage={tune.storage}: no folder {path.parent} for the journal file")
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
@@ -94,28 +96,28 @@ def check_database_url(url: str) -> None:
         parsed = make_url(url)
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
-        raise ValueError(
+        raise UserError(
             f"tune.storage={masked(given)}: unknown database {parsed.drivername!r}; use sqlite:////path/to/study.db, "
             "postgresql://..., mysql+pymysql://..., or a journal file's path"
         ) from None
     except ArgumentError:  # (NoSuchModuleError is one too: caught first)
-        raise ValueError(
+        raise UserError(
             f"tune.storage={masked(given)}: not a database URL (dialect+driver://user:password@host/database)"
         ) from None
     try:
         dialect.import_dbapi()
     except ImportError as error:
-        raise ValueError(
+        raise UserError(
             f"tune.storage={masked(given)}: the driver for {parsed.drivername} is not installed (no module {error.name!r}): "
             "install it into the project's .venv, or use sqlite:////path/to/study.db or a journal file"
         ) from None
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise ValueError(f"tune.storage={masked(given)}: an in-memory database, which the trials' processes cannot "
+            raise UserError(f"tune.storage={masked(given)}: an in-memory database, which the trials' processes cannot "
                              "reach; give a file: sqlite:////path/to/study.db")  # fmt: skip
         folder = Path(parsed.database).absolute().parent
         if not folder.is_dir():
-            raise FileNotFoundError(f"tune.storage={masked(given)}: no folder {folder} for the database file")
+            raise NotFound(f"tune.storage={masked(given)}: no folder {folder} for the database file")
 
 
 def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
@@ -128,37 +130,37 @@ def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(warmup, 1), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {name!r}")
+    raise UserError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
 def check_tune(tune: DictConfig) -> None:
     """Refuse a search setting no search could use, naming the key and the value."""
     for key in ("trials", "jobs", "heartbeat_s", "grace_s"):
         if type(tune[key]) is not int or tune[key] <= 0:
-            raise ValueError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
+            raise UserError(f"tune.{key} must be an integer > 0, got {tune[key]!r}")
     if tune.grace_s <= tune.heartbeat_s:
-        raise ValueError(f"tune.grace_s={tune.grace_s} must be longer than tune.heartbeat_s={tune.heartbeat_s}: "
+        raise UserError(f"tune.grace_s={tune.grace_s} must be longer than tune.heartbeat_s={tune.heartbeat_s}: "
                          "a trial would be failed between two of its own beats")  # fmt: skip
     if tune.storage is not None and (not isinstance(tune.storage, str) or not tune.storage.strip()):
-        raise ValueError(
+        raise UserError(
             f"tune.storage must be null, a database URL or a journal file path, got {tune.storage!r}"
         )
     if isinstance(tune.storage, str) and "://" in tune.storage:
         check_database_url(tune.storage)
     if tune.pruner.name not in PRUNERS:
-        raise ValueError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
+        raise UserError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}, got {tune.pruner.name!r}")
     for key, spec in tune.space.items():
         kind = spec.get("type")
         if kind in ("float", "int"):
             low, high = spec.get("low"), spec.get("high")
             if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
-                raise ValueError(
+                raise UserError(
                     f"tune.space.{key}: low and high must be numbers with low < high, got {low!r}, {high!r}"
                 )
             if spec.get("log") and low <= 0:
-                raise ValueError(f"tune.space.{key}: a log scale needs low > 0, got {low!r}")
+                raise UserError(f"tune.space.{key}: a log scale needs low > 0, got {low!r}")
         elif kind == "categorical":
             if not spec.get("choices"):
-                raise ValueError(f"tune.space.{key}: choices must be a non-empty list")
+                raise UserError(f"tune.space.{key}: choices must be a non-empty list")
         else:
-            raise ValueError(f"tune.space.{key}: type must be float, int or categorical, got {kind!r}")
+            raise UserError(f"tune.space.{key}: type must be float, int or categorical, got {kind!r}")

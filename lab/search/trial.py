@@ -6,8 +6,8 @@ from collections.abc import Callable
 import optuna
 from omegaconf import DictConfig
 
+from mnist_lab.errors import Pruned, UserError
 from mnist_lab.search.study import make_pruner, open_storage
-from mnist_lab.status import Pruned
 from mnist_lab.trainer.evaluation import EpochStats
 
 
@@ -21,7 +21,7 @@ def trial_reporter(tune: DictConfig) -> Callable[[int, EpochStats], None]:
             storage.get_study_id_from_name(tune.study), tune.trial
         )
     except KeyError as error:
-        raise ValueError(
+        raise UserError(
             f"tune.trial={tune.trial}: no such trial in study {tune.study!r} at {tune.dir}"
         ) from error
     trial = optuna.trial.Trial(study, trial_id)

@@ -12,12 +12,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_lab.outcomes import Refused, SweepFailed
+from mnist_lab.cli import ending_the_command
+from mnist_lab.errors import SweepFailed, UserError, mark_said
 from mnist_lab.overrides import identity
 from mnist_lab.ownership import DirectoryTaken, claim, release, unwritable_reason
+from mnist_lab.resume import check_resumable
 from mnist_lab.status import job_dirs, read_status
 from mnist_lab.sweep import slurm
-from mnist_lab.sweep.resume import check_resumable
 from mnist_lab.trainer import distributed
 from mnist_lab.trainer.speed import available_cpus
 
@@ -29,23 +30,25 @@ class CheckOutputDir(Callback):
     or holds what a new run or sweep would overwrite. A single run's directory is claimed here (lab/ownership.py),
     before Hydra writes its .hydra/ there, and given up when the run ends."""
 
+    @ending_the_command
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
         if distributed.is_main():  # under DDP rank 0 writes the run directory
             try:
                 claim(Path(config.hydra.run.dir), config.get("resume"), "hydra.run.dir")
             except DirectoryTaken as taken:
-                raise Refused(str(taken)) from None
+                raise UserError(str(taken)) from None
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release(Path(config.hydra.run.dir))
 
+    @ending_the_command
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
         sweep = Path(config.hydra.sweep.dir)
         ran = [job for job in job_dirs(sweep) if read_status(job)] if sweep.is_dir() else []
         if ran and not config.get("resume_sweep"):
-            raise Refused(f"hydra.sweep.dir={sweep} holds a sweep's runs ({len(ran)} with a status.json), which a "
+            raise UserError(f"hydra.sweep.dir={sweep} holds a sweep's runs ({len(ran)} with a status.json), which a "
                           f"new sweep would overwrite: continue it with resume_sweep={sweep}, or choose a new "
                           "directory")  # fmt: skip
 
@@ -53,7 +56,7 @@ class CheckOutputDir(Callback):
     def _check(directory: str, key: str) -> None:
         reason = unwritable_reason(Path(directory).absolute())
         if reason:
-            raise Refused(f"{key}={directory} cannot be created: {reason}")
+            raise UserError(f"{key}={directory} cannot be created: {reason}")
 
 
 def count_jobs(overrides: list[str]) -> int | None:
@@ -95,18 +98,19 @@ class Sweep(Callback):
     inherit; a value the user set is kept). Two 2-thread torch processes on 2 cores run ~35x slower than one.
     """
 
+    @ending_the_command
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         if config.get("resume_sweep"):
             check_resumable(sweep_dir, overrides, config.resume_sweep)
         if uses_ray(config.hydra.launcher) and importlib.util.find_spec("ray") is None:
-            raise Refused(
+            raise UserError(
                 "hydra/launcher=ray needs Ray and hydra-ray-launcher: pip install -e '.[ray]' (make install does)"
             )
         if uses_slurm(config.hydra.launcher):
             if reason := slurm.refusal(config.hydra.launcher):
-                raise Refused(reason)
+                raise UserError(reason)
             if not slurm.keeps_accounting():
                 slurm.watch_with_squeue()
         parallel = jobs_at_once(config.hydra.launcher, count_jobs(overrides))
@@ -115,6 +119,7 @@ class Sweep(Callback):
             os.environ["OMP_NUM_THREADS"] = str(threads)
             log.info(f"{parallel} jobs at a time on {available_cpus()} CPUs: {threads} threads each")
 
+    @ending_the_command
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if uses_ray(config.hydra.launcher):
             from mnist_lab.sweep.ray_jobs import stop  # Ray imports only for Ray sweeps
@@ -134,4 +139,6 @@ class Sweep(Callback):
             )
         log.info(f"leaderboard: python report.py {sweep_dir}")
         if failed:
-            raise SweepFailed(f"{len(failed)} of {len(statuses)} jobs did not complete")
+            ended = SweepFailed(f"{len(failed)} of {len(statuses)} jobs did not complete")
+            mark_said(ended)  # the lines above list them
+            raise ended

@@ -25,9 +25,10 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mnist_lab.outcomes import RunStopped
+from mnist_lab.errors import SweepStopped, UserError, mark_said
 from mnist_lab.overrides import identity
-from mnist_lab.status import read_status, write_status
+from mnist_lab.shell import Job
+from mnist_lab.status import read_status
 
 log = logging.getLogger("sweep")
 
@@ -66,7 +67,7 @@ def start(ray_cfg: DictConfig) -> None:
     try:
         ray.init(**init)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise ValueError(f"hydra.launcher.ray.init={init}: Ray did not start: {error}") from None
+        raise UserError(f"hydra.launcher.ray.init={init}: Ray did not start: {error}") from None
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     with open_dict(ray_cfg):
         if ray_cfg.remote.get("num_gpus") is None:
@@ -76,7 +77,7 @@ def start(ray_cfg: DictConfig) -> None:
     reason = refusal(asked, nodes, where)
     if reason:
         stop()
-        raise ValueError(reason)
+        raise UserError(reason)
     log.info(f"Ray: {where}, {len(nodes)} node(s); each job asks for {asked}")
 
 
@@ -121,13 +122,13 @@ def result(ref: Any, job: RayJob) -> JobReturn:
             said = str(error).strip().splitlines()[0][:300]
             message = f"the Ray worker of job {job.run_dir.name} died: {type(error).__name__}: {said}"
             log.error(f"error: job {job.run_dir.name} [{' '.join(identity(job.overrides))}]: {message}")
-            write_status(job.run_dir, "failed", job.overrides, error=message, exit_code=1)
+            Job(job.run_dir, job.overrides).status("failed", error=message, exit_code=1)
         return JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED, _return_value=None)
 
 
-def stop_sweep(jobs: dict[Any, RayJob], signum: int) -> RunStopped:
+def stop_sweep(jobs: dict[Any, RayJob], signum: int) -> SweepStopped:
     """Pass the stop on to every job (ray.cancel: the job's SIGINT handler), wait until the running ones have saved
-    last.pt and recorded `stopped` (at most STOP_WAIT_SECONDS); the RunStopped (128 + `signum`) that ends it."""
+    last.pt and recorded `stopped` (at most STOP_WAIT_SECONDS); the SweepStopped (128 + `signum`) that ends it, its line said."""
     import ray
 
     log.warning(f"{signal.Signals(signum).name} received: stopping the sweep's jobs after their current step")
@@ -140,7 +141,9 @@ def stop_sweep(jobs: dict[Any, RayJob], signum: int) -> RunStopped:
     sweep = next(iter(jobs.values())).run_dir.parent if jobs else "<sweep dir>"
     message = f"sweep stopped: resume it with the same command and resume_sweep={sweep}"
     log.warning(message)
-    return RunStopped(message, 128 + signum)
+    stopped = SweepStopped(message, 128 + signum)
+    mark_said(stopped)
+    return stopped
 
 
 def still_running(job: RayJob) -> bool:

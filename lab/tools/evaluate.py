@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 import PIL.Image
 from torch import Tensor
 
-from mnist_lab.artifacts import Trained, run_dir_of
+from mnist_lab.artifacts import Trained
 from mnist_lab.build import AMP_DTYPES, read_data
 from mnist_lab.data.loader import DeviceBatches, split_validation
+from mnist_lab.errors import UserError
+from mnist_lab.resume import run_dir_of
 from mnist_lab.trainer.diagnostics import (
     confusion_figure,
     confusion_matrix,
@@ -77,9 +79,9 @@ def evaluate(trained: Trained, tta: str | None = None, split: str = "test") -> E
     probabilities averaged over each batch and those views of it."""
     cfg = trained.cfg
     if tta is not None and tta not in TTA_VIEWS:
-        raise ValueError(f"tta={tta}: not a test-time augmentation; choose one of {', '.join(TTA_VIEWS)}")
+        raise UserError(f"tta={tta}: not a test-time augmentation; choose one of {', '.join(TTA_VIEWS)}")
     if split not in SPLITS:
-        raise ValueError(f"split={split}: not a split; choose test (the official test set) or val")
+        raise UserError(f"split={split}: not a split; choose test (the official test set) or val")
     images, labels = split_images(cfg, read_data(cfg), split)
     mean_std = (cfg.data.mean, cfg.data.std)
     batches = DeviceBatches(images, labels, cfg.trainer.eval_batch_size, trained.device, mean_std=mean_std)
@@ -99,7 +101,7 @@ def split_images(cfg: DictConfig, mnist: MNISTData, split: str) -> tuple[Tensor,
         mnist.train_images, mnist.train_labels, cfg.data.validation_size, seed=cfg.data.split_seed
     )
     if not len(labels):
-        raise ValueError("split=val: this run trained without a validation split (data.validation_size=0); "
+        raise UserError("split=val: this run trained without a validation split (data.validation_size=0); "
                          "use split=test")  # fmt: skip
     return images, labels
 
@@ -110,7 +112,7 @@ def image_bytes(image: Image, path: Path) -> bytes:
     try:
         image.save(buffer, format=PIL.Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     except (KeyError, OSError) as error:  # a format PIL cannot write (or cannot write this image in)
-        raise ValueError(f"out={path}: cannot write a {path.suffix} image ({error}); use .png") from None
+        raise UserError(f"out={path}: cannot write a {path.suffix} image ({error}); use .png") from None
     return buffer.getvalue()
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mnist_lab.artifacts import Trained, run_dir_of
+from mnist_lab.artifacts import Trained
 from mnist_lab.build import read_data
 from mnist_lab.data.loader import normalize
+from mnist_lab.resume import run_dir_of
 from mnist_lab.trainer.files import atomic_write
 
 USAGE = "usage: python export.py ckpt=<run dir or checkpoint> format=onnx|torchscript [out=<file>]"

@@ -9,6 +9,7 @@ import torch
 
 from mnist_lab.artifacts import Trained
 from mnist_lab.data.images import ImageError, image_paths, load_greyscale, prepare, to_input
+from mnist_lab.errors import NotFound
 
 USAGE = (
     "usage: python predict.py ckpt=<run dir or checkpoint> images=<file, folder or [a.png,b.png]> [--json]"
@@ -19,7 +20,7 @@ def predict_files(trained: Trained, spec: str) -> list[dict[str, Any]]:
     """One result per image of `spec` (a file, a folder or `[a.png,b.png]`): its top 3, or its error."""
     paths = image_paths(spec)
     if not paths:
-        raise FileNotFoundError(f"images={spec}: no image files there")
+        raise NotFound(f"images={spec}: no image files there")
     data = trained.cfg.data
     results = []
     for path in paths:

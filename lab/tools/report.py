@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mnist_lab.errors import NotFound, UserError
 from mnist_lab.overrides import identity, override_key  # noqa: E402
 from mnist_lab.status import read_status  # noqa: E402
 from mnist_lab.trainer.files import atomic_write  # noqa: E402
@@ -107,7 +108,7 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     try:
         metrics = json.loads(path.read_text())
         if not isinstance(metrics, dict) or not metrics.keys() >= REQUIRED_METRICS:
-            raise ValueError(f"not the metrics of a run (needs {', '.join(sorted(REQUIRED_METRICS))})")
+            raise UserError(f"not the metrics of a run (needs {', '.join(sorted(REQUIRED_METRICS))})")
         return metrics
     except (OSError, ValueError) as error:
         log.warning(f"warning: {path}: unreadable ({error}); left out of the leaderboard")
@@ -252,7 +253,7 @@ def report(directory: Path) -> str:
         raise NotADirectoryError(f"{directory} is not a directory")
     runs = find_runs(directory)
     if not runs:
-        raise FileNotFoundError(f"no runs below {directory} (no .hydra/overrides.yaml)")
+        raise NotFound(f"no runs below {directory} (no .hydra/overrides.yaml)")
     rows, shared = group(runs)
     text = markdown(rows, shared)
     atomic_write(directory / "leaderboard.md", text.encode(), "leaderboard")

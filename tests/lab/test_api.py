@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist_lab.run
+import mnist_lab.shell
 from mnist_lab import load, train
-from mnist_lab.outcomes import RunFailed, RunStopped
+from mnist_lab.errors import UserError
 from mnist_lab.trainer.checkpoint import load_checkpoint
+from mnist_lab.trainer.stopping import TrainingStopped
 from tests.conftest import synthetic_digits, tiny_overrides
 
 
@@ -85,7 +86,7 @@ def test_predict_takes_tensors_arrays_pil_images_and_files(tmp_path: Path, tiny_
 
 def test_errors_raise_with_the_scripts_one_line(tmp_path: Path, tiny_mnist: Path) -> None:
     before = process_state()
-    with pytest.raises(RunFailed, match="^optimizer.lr must be a number > 0, got -1$") as failed:
+    with pytest.raises(UserError, match="^optimizer.lr must be a number > 0, got -1$") as failed:
         train(*tiny_overrides(tiny_mnist), "optimizer.lr=-1", run_dir=tmp_path / "bad")
     assert failed.value.exit_code == 2
     with pytest.raises(ValueError, match="^model=lenet7: no such option"):
@@ -108,7 +109,7 @@ def test_errors_raise_with_the_scripts_one_line(tmp_path: Path, tiny_mnist: Path
 
 def test_a_max_steps_stop_raises_run_stopped_not_keyboard_interrupt(tmp_path: Path, tiny_mnist: Path) -> None:
     with pytest.raises(
-        RunStopped, match="stopped at trainer.max_steps=3, in epoch 1; saved .*last.pt"
+        TrainingStopped, match="stopped at trainer.max_steps=3, in epoch 1; saved .*last.pt"
     ) as stop:
         train(*tiny_overrides(tiny_mnist), "trainer.max_steps=3", run_dir=tmp_path / "run")
     assert stop.value.exit_code == 0
@@ -122,7 +123,7 @@ def test_ctrl_c_stops_after_the_step_saves_last_pt_and_raises_keyboard_interrupt
     def interrupt(epoch: int, val: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # what the kernel's interrupt sends
 
-    monkeypatch.setattr(mnist_lab.run, "epoch_end_callables", lambda cfg, job: [interrupt])
+    monkeypatch.setattr(mnist_lab.shell, "epoch_end_callables", lambda cfg, job: [interrupt])
     before = process_state()
     with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT in epoch 2 after step 17; saved"):
         train(*tiny_overrides(tiny_mnist), run_dir=tmp_path / "run")

@@ -9,10 +9,11 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mnist_lab.artifacts import checkpoint_path, load_trained, resume_checkpoint, saved_config
+from mnist_lab.artifacts import load_trained
 from mnist_lab.build import build
 from mnist_lab.config import PROJECT_ROOT, compose
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
+from mnist_lab.resume import checkpoint_path, resume_checkpoint, saved_config
 from mnist_lab.tools.evaluate import evaluate_trained
 from mnist_lab.tools.export import export_trained
 from mnist_lab.tools.predict import predict_files

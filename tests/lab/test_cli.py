@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 
 from mnist_lab import cli
 from mnist_lab.config import compose
+from mnist_lab.errors import NotFound, UserError
 
 
 def run_main(main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str]:  # noqa: ANN001
@@ -20,10 +21,10 @@ def run_main(main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     ("error", "line"),
     [
         (
-            ValueError("optimizer.lr must be a number > 0, got -1"),
+            UserError("optimizer.lr must be a number > 0, got -1"),
             "error: optimizer.lr must be a number > 0, got -1\n",
         ),
-        (FileNotFoundError("ckpt=x: no checkpoint at x"), "error: ckpt=x: no checkpoint at x\n"),
+        (NotFound("ckpt=x: no checkpoint at x"), "error: ckpt=x: no checkpoint at x\n"),
         (
             PermissionError("[Errno 13] Permission denied: '/out.png'"),
             "error: [Errno 13] Permission denied: '/out.png'\n",
@@ -70,6 +71,18 @@ def test_instantiate_errors_show_the_constructors_own_message(
         2,
         "error: model.activation must be one of ['gelu', 'relu', 'tanh'], got 'swish'\n",
     )
+
+
+def test_a_bug_keeps_its_traceback_instead_of_passing_for_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def main(argv: list[str]) -> int:
+        return {"lr": 0.1}["learning_rate"]  # a KeyError of the code's own, not of the user's input
+
+    monkeypatch.setattr(sys, "argv", ["script.py"])
+    with pytest.raises(KeyError, match="learning_rate"):  # through to Python, which prints the traceback
+        cli.run(main)
+    assert capsys.readouterr().err == ""  # no "error: ..." line passing it off as the user's mistake
 
 
 def test_the_scripts_own_exit_status_passes_through(

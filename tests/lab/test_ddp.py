@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mnist_lab.config import PROJECT_ROOT, compose
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 from mnist_lab.trainer.checkpoint import load_checkpoint
 
 SMALL = [

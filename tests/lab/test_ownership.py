@@ -2,6 +2,7 @@
 processes (one killed, one training), the refusals and what they leave."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mnist_lab.outcomes import Refused
 from mnist_lab.ownership import DirectoryTaken, claim, owned, release
 from mnist_lab.sweep.callbacks import CheckOutputDir
 from tests.conftest import run_script, tiny_overrides
@@ -18,7 +18,7 @@ from tests.conftest import run_script, tiny_overrides
 
 def holder(run_dir: Path) -> subprocess.Popen:
     """Another process that has claimed `run_dir` and holds it until killed (returned once it holds it)."""
-    code = f"from lab.ownership import claim; from pathlib import Path; claim(Path({str(run_dir)!r}), None, 'dir'); print('held', flush=True); input()"  # fmt: skip
+    code = f"from mnist_lab.ownership import claim; from pathlib import Path; claim(Path({str(run_dir)!r}), None, 'dir'); print('held', flush=True); input()"  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -63,14 +63,17 @@ def test_a_directory_with_a_finished_or_stopped_run_is_refused_unless_the_run_co
     assert (run / "checkpoints" / "last.pt").read_bytes() == b"saved"
 
 
-def test_a_sweep_directory_with_runs_is_refused_without_resume_sweep(tmp_path: Path) -> None:
+def test_a_sweep_directory_with_runs_is_refused_without_resume_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "status.json").write_text(json.dumps({"status": "completed"}))
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "resume_sweep": None})
-    with pytest.raises(
-        Refused, match=f"hydra.sweep.dir={tmp_path} holds a sweep's runs .* resume_sweep={tmp_path}"
-    ):
+    with pytest.raises(SystemExit) as ended:
         CheckOutputDir().on_multirun_start(config)
+    assert ended.value.code == 2
+    assert re.match(f"error: hydra.sweep.dir={tmp_path} holds a sweep's runs .* resume_sweep={tmp_path}",
+                    capsys.readouterr().err)  # fmt: skip
 
 
 @pytest.mark.slow

@@ -19,9 +19,10 @@ from mnist_lab.build import build
 from mnist_lab.config import compose
 from mnist_lab.data.loader import DeviceBatches
 from mnist_lab.data.sources import read_idx
+from mnist_lab.errors import UserError
 from mnist_lab.models import LeNet
-from mnist_lab.outcomes import RunFailed, RunStopped
-from mnist_lab.run import Job, run_job, summary, train, train_built
+from mnist_lab.pipeline import train, train_built
+from mnist_lab.shell import Job, run_job, summary
 from mnist_lab.status import read_status
 from mnist_lab.tools.evaluate import evaluate as evaluate_checkpoint
 from mnist_lab.tools.evaluate import evaluate_trained
@@ -309,7 +310,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
 
 def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path, tiny_mnist: Path) -> None:
     job = Job(tmp_path, ["model.activation=swish"])
-    with pytest.raises(RunFailed) as failed:
+    with pytest.raises(UserError) as failed:
         run_job(tiny_config(tiny_mnist, "model.activation=swish"), job)
     assert failed.value.exit_code == 2
     status = read_status(tmp_path)
@@ -324,11 +325,13 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_t
     def out_of_memory(epoch: int, val: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory (at the end of an epoch)")
 
-    import mnist_lab.run
+    import mnist_lab.shell
 
-    monkeypatch.setattr(mnist_lab.run, "epoch_end_callables", lambda cfg, job: [out_of_memory])
+    monkeypatch.setattr(mnist_lab.shell, "epoch_end_callables", lambda cfg, job: [out_of_memory])
     with caplog.at_level(logging.ERROR, logger="train"):
-        assert run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None  # no RunFailed
+        assert (
+            run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None
+        )  # nothing raised: the sweep goes on
     status = read_status(tmp_path)
     assert status["status"] == "failed" and status["exit_code"] == 1
     assert status["error"] == "OutOfMemoryError: CUDA out of memory (at the end of an epoch)"
@@ -337,7 +340,7 @@ def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_t
 
 
 def test_status_json_follows_the_run_epoch_by_epoch(tmp_path: Path, tiny_mnist: Path) -> None:
-    from mnist_lab.run import epoch_end_callables
+    from mnist_lab.shell import epoch_end_callables
     from mnist_lab.trainer.evaluation import EpochStats
 
     job = Job(tmp_path, ["seed=3"])
@@ -473,20 +476,20 @@ def test_evaluating_on_the_validation_split_of_a_run_without_one_says_so(
 
 @pytest.mark.parametrize(
     ("where", "doing", "saved"),
-    [("final_evaluation", "during the final test", True), ("prepare", "before training began", False)],
+    [("final_evaluation", "during the final test", True), ("build", "before training began", False)],
 )
 def test_a_stop_outside_the_training_loop_is_recorded_said_and_continued(
     where: str, doing: str, saved: bool, tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mnist_lab.run
+    import mnist_lab.pipeline
 
     def signalled(*args: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
         raise AssertionError(f"SIGTERM did not stop {where}")
 
-    monkeypatch.setattr(mnist_lab.run, where, signalled)
+    monkeypatch.setattr(mnist_lab.pipeline, where, signalled)
     job = Job(tmp_path / "run", [])
-    with pytest.raises(RunStopped) as stopped:
+    with pytest.raises(TrainingStopped) as stopped:
         run_job(tiny_config(tiny_mnist), job)
     last = job.run_dir / "checkpoints" / "last.pt"
     assert stopped.value.exit_code == 143

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from mnist_lab.config import sweep_dir
 from mnist_lab.overrides import identity
 from mnist_lab.status import job_dirs, read_status, write_status
-from mnist_lab.sweep.resume import sweep_dir
 
 
 def test_resume_sweep_last_is_the_newest_sweep(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lab.build import build
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 from mnist_lab.trainer.checkpoint import load_checkpoint
 from mnist_lab.trainer.diagnostics import confusion_matrix
 from tests.conftest import tiny_config

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mnist_lab.config import compose
-from mnist_lab.run import train
+from mnist_lab.pipeline import train
 from mnist_lab.tools.report import report
 from tests.conftest import tiny_overrides
 
