@@ -37,7 +37,7 @@ dashboard: install  ## optuna-dashboard on a study: make dashboard STUDY=<study 
 
 notebook: data  ## JupyterLab on examples/ in the project's own environment (installs the notebook extra once)
 	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -e '.[notebook]'
-	$(VENV)/bin/jupyter lab --notebook-dir=examples
+	$(VENV)/bin/jupyter lab --notebook-dir=examples $(if $(filter 0,$(shell id -u)),--allow-root)  # Jupyter refuses root without it
 
 # Two pytest-xdist workers, a test file each at a time (--dist loadfile: the torchrun tests, which share torchrun's
 # default port, never run together); OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning on a core
