@@ -11,7 +11,7 @@ import inspect
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.errors import UserError
 from mnist_lab.sweep import slurm
+from mnist_lab.values import VALUES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -64,98 +65,6 @@ def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python values: what a checkpoint stores."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes
-PRECISIONS = ("fp32", "bf16", "fp16")  # trainer.precision: float32, or autocast to bfloat16 / float16
-
-# Values a user types, with what each must be: checked before anything is built.
-_POSITIVE_INT = (lambda v: type(v) is int and v > 0, "an integer > 0")
-_NON_NEGATIVE_INT = (lambda v: type(v) is int and v >= 0, "an integer >= 0")
-_OPTIONAL_POSITIVE_INT = (lambda v: v is None or type(v) is int and v > 0, "null or an integer > 0")
-# The names models/blocks.py knows (tests/lab/test_config.py checks that the two lists agree): kept here as
-# strings so that checking a config costs no torch import.
-ACTIVATIONS, POOLS = ("gelu", "relu", "tanh"), ("avg", "max")
-
-
-def _number(test: Any) -> Any:
-    """A check for a number (not a bool) that also passes `test`."""
-    return lambda v: type(v) in (int, float) and test(v)
-
-
-def _optional(check: tuple[Any, str]) -> tuple[Any, str]:
-    """`check` for a key only some options of a group have (absent: nothing to check)."""
-    return lambda v: v is None or check[0](v), check[1]
-
-
-CHECKED_KEYS = {
-    "seed": (lambda v: type(v) is int, "an integer"),
-    "trainer.epochs": (
-        lambda v: type(v) in (int, float) and v > 0,
-        "a number > 0 (1.5: one and a half passes over the training data)",
-    ),
-    "trainer.batch_size": _POSITIVE_INT,
-    "trainer.eval_batch_size": _POSITIVE_INT,
-    "optimizer.lr": (lambda v: type(v) in (int, float) and v > 0, "a number > 0"),
-    "trainer.compile": (lambda v: type(v) is bool, "true or false"),
-    "trainer.cudnn_benchmark": (lambda v: type(v) is bool, "true or false"),
-    "trainer.ema": (
-        lambda v: v is None or (type(v) is float and 0 < v < 1),
-        "null or a decay in (0, 1), e.g. 0.999",
-    ),
-    "trainer.compile_mode": (lambda v: v in COMPILE_MODES, f"one of {', '.join(COMPILE_MODES)}"),
-    "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    "trainer.threads": (
-        _OPTIONAL_POSITIVE_INT[0],
-        "null (OMP_NUM_THREADS or all available CPUs) or an integer > 0",
-    ),
-    "trainer.channels_last": (lambda v: v in (True, False, "auto"), "true, false or auto"),
-    "data.validation_size": (
-        lambda v: (type(v) is int and v >= 0) or (type(v) is float and 0 < v < 1),
-        "an integer >= 0 (images; 0: train on all of them, no validation) or a fraction in (0, 1)",
-    ),
-    "data.mean": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
-    "data.std": (lambda v: type(v) in (int, float) and 0 < v <= 1, "a number in (0, 1]"),
-    "data.classes": (
-        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 10,
-        "a list of the 10 class names",
-    ),
-    "augment.max_shift": (
-        lambda v: type(v) is int and 0 <= v < 28,
-        "an integer of pixels in [0, 27]: a shift the size of the 28x28 image leaves nothing of it",
-    ),
-    "augment.degrees": (
-        lambda v: type(v) in (int, float) and 0 <= v <= 180,
-        "a number of degrees in [0, 180]",
-    ),
-    "augment.scale": (lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
-    "augment.shear": (lambda v: type(v) in (int, float) and 0 <= v < 90, "a number of degrees in [0, 90)"),
-    "augment.translate": (
-        lambda v: type(v) in (int, float) and 0 <= v < 28,
-        "a number of pixels in [0, 28): a translation the size of the 28x28 image leaves nothing of it",
-    ),
-    "augment.alpha": (lambda v: type(v) in (int, float) and v >= 0, "a number of pixels >= 0"),
-    "augment.sigma": (lambda v: type(v) in (int, float) and v > 0, "a number of pixels > 0"),
-    "augment.flip": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a probability in [0, 1]"),
-    "augment.erase": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a probability in [0, 1]"),
-    "augment.erase_size": (lambda v: type(v) is int and 1 <= v <= 28, "a whole number of pixels in [1, 28]"),
-    "data.train_subset": _OPTIONAL_POSITIVE_INT,
-    "trainer.max_steps": _OPTIONAL_POSITIVE_INT,
-    "trainer.label_smoothing": (lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
-    "trainer.histograms_every": _NON_NEGATIVE_INT,
-    # Keys of some options of a group only (model=resmlp's width, scheduler=step's gamma, ...); the models and
-    # schedules refuse the same values themselves, as plain modules do.
-    "model.activation": _optional((lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}")),
-    "model.pool": _optional((lambda v: v in POOLS, f"one of {', '.join(POOLS)}")),
-    "model.width": _optional(_POSITIVE_INT),
-    "model.depth": _optional((lambda v: type(v) is int and 0 <= v <= 64, "an integer in [0, 64]")),
-    "model.dropout": _optional((_number(lambda v: 0 <= v < 1), "a number in [0, 1)")),
-    "scheduler.warmup_fraction": _optional((_number(lambda v: 0 < v < 1), "a number in (0, 1)")),
-    "scheduler.every_epochs": _optional(_POSITIVE_INT),
-    "scheduler.gamma": _optional((_number(lambda v: v > 0), "a number > 0")),
-    "scheduler.min_lr": _optional((_number(lambda v: v >= 0), "a number >= 0")),
-    "optimizer.weight_decay": _optional((_number(lambda v: v >= 0), "a number >= 0")),
-}
 
 
 # The places where a config names a callable to build, and the config group whose options list the callables
@@ -235,16 +144,15 @@ def nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse values no run could use, naming the key and the value: a callable the lab does not build, NaN
-    and infinity anywhere, then each key of CHECKED_KEYS."""
+    and infinity anywhere, then each key as mnist_lab.values declares it."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     check_targets(plain)  # type: ignore[arg-type]
     for key, value in leaves(plain):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{key}={value}: must be a finite number")
-    for key, (valid, expected) in CHECKED_KEYS.items():
-        value = OmegaConf.select(cfg, key)
-        if not valid(value):
-            raise UserError(f"{key} must be {expected}, got {value!r}")
+    for key, declared in VALUES.items():
+        if refusal := declared.refusal(key, OmegaConf.select(cfg, key)):
+            raise UserError(refusal)
     check_declared(plain)  # type: ignore[arg-type]
     floor, peak = OmegaConf.select(cfg, "scheduler.min_lr"), cfg.optimizer.lr
     if floor is not None and floor > peak:

@@ -20,12 +20,6 @@ class ResBlockMLP(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        if width <= 0 or depth < 0:
-            raise ValueError(
-                f"model.width must be > 0 and model.depth >= 0, got width={width}, depth={depth}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
         self.flatten = nn.Flatten()
         self.project = nn.Linear(math.prod(in_shape), width)
         self.activation = make_activation(activation)

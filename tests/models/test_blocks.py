@@ -2,11 +2,9 @@
 
 import itertools
 
-import pytest
 import torch
 from torch import nn
 
-from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
 from mnist_lab.models.blocks import ResBlock, out_dim
 
 
@@ -16,12 +14,6 @@ def test_resblock_is_relu_of_input_plus_residual() -> None:
     x = torch.randn(3, 8)
     expected = torch.relu(x + block.fc[1](torch.relu(block.fc[0](x))))
     assert torch.allclose(block(x), expected)
-
-
-@pytest.mark.parametrize("model_class", [LeNet, LeNetRes, ResBlockMLP])
-def test_unknown_activation_is_refused_by_name(model_class: type[nn.Module]) -> None:
-    with pytest.raises(ValueError, match="model.activation must be one of .* got 'swish'"):
-        model_class(activation="swish")
 
 
 def test_out_dim_matches_pytorch_layers() -> None:
