@@ -52,7 +52,7 @@ test-long: data  ## the cases marked long (20 s and more each), which make test 
 gpu-check: data  ## the CUDA path in one command (~8 min on one GPU): the cuda tests, GPU epochs (fp32, bf16, compile modes, channels_last), the speedrun seeds 0-4; writes bench/results/gpu-<date>.json
 	$(PY) -m bench.gpu_check
 
-slurm:  ## start a single-node SLURM cluster on this machine for hydra/launcher=slurm and the slurm tests (root)
+slurm:  ## start a SLURM cluster of two nodes (two slurmd) on this machine for hydra/launcher=slurm and the slurm tests (root)
 	bash scripts/slurm.sh up
 
 slurm-down:  ## stop the daemons `make slurm` started

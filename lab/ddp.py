@@ -4,12 +4,15 @@ no train.log: their log lines go to the console only, each prefixed with its ran
 
 import logging
 import os
+import re
+import socket
 
 from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import UserError
+from mnist_lab.sweep import slurm
 from mnist_lab.trainer import distributed
 from mnist_lab.trainer.distributed import Rank
 
@@ -52,18 +55,19 @@ def label_logs(rank: Rank) -> None:
         handler.setFormatter(logging.Formatter(f"[rank {rank.rank}/{rank.world}] {format_}"))
 
 
-def join_slurm_job(tasks_per_node: int) -> Rank | None:
-    """In a task of a SLURM job that hydra/launcher=slurm_ddp asked `tasks_per_node` > 1 tasks of: join the
-    job's process group from SLURM's variables, read through submitit's JobEnvironment (rank, world size,
-    the first node of the job as the master, a port from the job id); None otherwise."""
+def join_slurm_job(tasks: int) -> Rank | None:
+    """In a task of a SLURM job that hydra/launcher=slurm_ddp asked `tasks` > 1 tasks of (nodes x
+    tasks_per_node): join the job's process group from SLURM's variables, read through submitit's
+    JobEnvironment (rank, world size, the first node of the job as the master, a port from the job id); None
+    otherwise."""
     in_submitit_job = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # set by submitit's sbatch script
-    if tasks_per_node <= 1 or not in_submitit_job or distributed.current() is not None:
+    if tasks <= 1 or not in_submitit_job or distributed.current() is not None:
         return None
     from submitit import JobEnvironment
 
     job = JobEnvironment()
     os.environ.update({
-        "MASTER_ADDR": job.hostnames[0], "MASTER_PORT": str(20000 + int(job.raw_job_id) % 20000),
+        "MASTER_ADDR": node_address(job.hostnames[0]), "MASTER_PORT": str(20000 + int(job.raw_job_id) % 20000),
         "RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks),
         "LOCAL_RANK": str(job.local_rank), "LOCAL_WORLD_SIZE": str(job.num_tasks // job.num_nodes),
     })  # fmt: skip
@@ -75,3 +79,18 @@ def join_slurm_job(tasks_per_node: int) -> Rank | None:
             for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
                 root.removeHandler(handler)
     return rank
+
+
+def node_address(node: str) -> str:
+    """The address SLURM reaches `node` at (its NodeAddr): the node's name where the two are the same, as on most
+    clusters, or where scontrol does not say; an address of its own where a node's name is not a host name
+    (several slurmd on one host, each a node)."""
+    shown = slurm.ask("scontrol", "show", "node", "--oneliner", node) or ""
+    address = re.search(r"\bNodeAddr=(\S+)", shown)
+    return address[1] if address else node
+
+
+def node_name() -> str:
+    """The node this process runs on: SLURM's name for it in a SLURM job (several may share a host), else the
+    host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab import pipeline
-from mnist_lab.ddp import join_slurm_job, label_logs
+from mnist_lab.ddp import join_slurm_job, label_logs, node_name
 from mnist_lab.errors import Pruned, UserError, details, exit_code_of, mark_said
 from mnist_lab.overrides import identity, override_key
 from mnist_lab.ownership import DirectoryTaken, owned
@@ -72,10 +72,12 @@ def main(cfg: DictConfig) -> float | None:
     on_slurm = str(hydra.launcher.get("_target_", "")).endswith("submitit_launcher.SlurmLauncher")
     job = Job(Path(hydra.runtime.output_dir), list(hydra.overrides.task), hydra.job.num if in_sweep else None,
               dict(hydra.runtime.choices), on_slurm)  # fmt: skip
-    rank = distributed.current() or join_slurm_job(hydra.launcher.get("tasks_per_node", 1))
+    tasks = hydra.launcher.get("tasks_per_node", 1) * hydra.launcher.get("nodes", 1)
+    rank = distributed.current() or join_slurm_job(tasks)
     if rank is None:
         return run_job(cfg, job)
     label_logs(rank)
+    log.info(f"joined the DDP job on {node_name()} (local rank {rank.local} of {rank.local_world})")
     try:
         return run_job(cfg, job)
     finally:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on this machine, for trying hydra/launcher=slurm and slurm_ddp and for the tests
-# marked `slurm`:  scripts/slurm.sh up | down | status   (make slurm, make slurm-down)
+# A SLURM cluster of two nodes on this machine, for trying hydra/launcher=slurm and slurm_ddp (nodes=2 included)
+# and for the tests marked `slurm`:  scripts/slurm.sh up | down | status   (make slurm, make slurm-down)
 #
 # `up` installs Debian's slurmctld, slurmd, slurm-client and munge where missing, writes /etc/slurm/slurm.conf
-# (one node with this machine's CPUs and memory, one default partition, no accounting, no GPUs), and starts
-# munged, slurmctld and slurmd. It needs root, and does nothing when the cluster already answers. The daemons'
+# (nodes node0 and node1, each a slurmd of its own on this host with its own port, on 127.0.0.1, each offered
+# this machine's CPUs and 90% of its memory; one default partition, no accounting, no GPUs), and starts munged,
+# slurmctld and the two slurmd (`slurmd -N node0`). It needs root, and does nothing when the cluster already
+# answers. The daemons'
 # state, logs and pids live in $SLURM_STATE (default /var/tmp/mnist-lab-slurm), outside the repository.
 # `down` stops the daemons that `up` started; the packages and the config stay.
 set -euo pipefail
@@ -16,7 +18,8 @@ MARK="# written by mnist-lab scripts/slurm.sh"
 say() { echo "slurm: $*"; }
 die() { echo "slurm: error: $*" >&2; exit 1; }
 
-answers() { timeout 10 sinfo --noheader --states=idle,mixed,allocated -o %N 2>/dev/null | grep -q .; }
+# Both nodes up (idle, or running jobs).
+answers() { [ "$(timeout 10 sinfo --noheader --Node --states=idle,mixed,allocated -o %N 2>/dev/null | sort -u | wc -l)" -ge 2 ]; }
 
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
@@ -48,9 +51,9 @@ write_conf() {
     host=$(hostname -s)
     cpus=$(nproc)
     mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
-    mkdir -p "$STATE/spool/ctld" "$STATE/spool/d"
+    mkdir -p "$STATE/spool/ctld" "$STATE/spool/node0" "$STATE/spool/node1"
     cat >"$CONF" <<EOF
-$MARK: a single-node cluster, state in $STATE
+$MARK: two nodes on this host, state in $STATE
 ClusterName=mnist-lab
 SlurmctldHost=$host
 AuthType=auth/munge
@@ -62,16 +65,20 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 SlurmUser=root
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$STATE/slurmd-%n.pid
 StateSaveLocation=$STATE/spool/ctld
-SlurmdSpoolDir=$STATE/spool/d
+SlurmdSpoolDir=$STATE/spool/%n
 SlurmctldLogFile=$STATE/slurmctld.log
-SlurmdLogFile=$STATE/slurmd.log
+SlurmdLogFile=$STATE/slurmd-%n.log
 ReturnToService=2
 KillWait=10
 MinJobAge=300
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+# Two nodes on one host (each slurmd started with -N): each is offered the host's CPUs and memory, which
+# config_overrides lets SLURM believe instead of what the slurmd finds.
+SlurmdParameters=config_overrides
+NodeName=node0 NodeHostname=$host NodeAddr=127.0.0.1 Port=6818 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=node1 NodeHostname=$host NodeAddr=127.0.0.1 Port=6819 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=node0,node1 Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
@@ -85,20 +92,21 @@ up() {
     pkill -x slurmctld 2>/dev/null || true
     pkill -x slurmd 2>/dev/null || true
     slurmctld -i >>"$STATE/slurmctld.out" 2>&1   # -i: ignore state a previous cluster left behind
-    slurmd >>"$STATE/slurmd.out" 2>&1
+    slurmd -N node0 >>"$STATE/slurmd.out" 2>&1
+    slurmd -N node1 >>"$STATE/slurmd.out" 2>&1
     for _ in $(seq 100); do
         if answers; then say "up: $(sinfo --noheader -o '%P %D node(s) %c CPUs %m MB %T')"; return; fi
         sleep 0.2
     done
-    die "the daemons started but sinfo shows no usable node: see $STATE/slurmctld.log and $STATE/slurmd.log"
+    die "the daemons started but sinfo shows no usable node: see $STATE/slurmctld.log and $STATE/slurmd-node*.log"
 }
 
 down() {
     local stopped=0
-    for daemon in slurmd slurmctld; do
-        if [ -s "$STATE/$daemon.pid" ] && kill "$(cat "$STATE/$daemon.pid")" 2>/dev/null; then
+    for pidfile in "$STATE"/slurmd-*.pid "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
+        if [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
             stopped=1
-            rm -f "$STATE/$daemon.pid"
+            rm -f "$pidfile"
         fi
     done
     if [ -e "$STATE/munged.ours" ] && [ -s /run/munge/munged.pid ]; then
@@ -111,6 +119,6 @@ down() {
 case "${1:-}" in
     up) up ;;
     down) down ;;
-    status) answers && sinfo || { say "no cluster answers"; exit 1; } ;;
+    status) answers && sinfo || { say "no cluster of two nodes answers"; exit 1; } ;;
     *) echo "usage: scripts/slurm.sh up | down | status" >&2; exit 2 ;;
 esac

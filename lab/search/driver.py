@@ -48,8 +48,9 @@ class Surplus(Exception):
 
 
 def worker_name() -> str:
-    """This tune.py process, as a shared study's trials record it (`host:pid`)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This tune.py process, as a shared study's trials record it: `host:pid`, and the SLURM job it runs in."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"{socket.gethostname()}:{os.getpid()}" + (f" (SLURM job {job})" if job else "")
 
 
 def suggest(trial: optuna.Trial, key: str, spec: DictConfig) -> Any:

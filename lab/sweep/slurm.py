@@ -8,7 +8,7 @@ from typing import Any
 log = logging.getLogger("sweep")
 
 
-def _ask(*command: str) -> str | None:
+def ask(*command: str) -> str | None:
     """What a SLURM command prints, or None where it cannot be run or fails."""
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=15, check=True).stdout
@@ -20,7 +20,7 @@ def _nodes(partition: str | None, fields: str) -> list[list[str]]:
     """sinfo's `fields` (a --format string of %-fields split by spaces) for each node of `partition` (None: the
     default one); [] where sinfo does not answer (no cluster here: the config is only being read)."""
     where = ["--partition", partition] if partition else []
-    return [line.split() for line in (_ask("sinfo", "--noheader", "--Node", f"--format={fields}", *where) or
+    return [line.split() for line in (ask("sinfo", "--noheader", "--Node", f"--format={fields}", *where) or
                                       "").splitlines() if line.strip()]  # fmt: skip
 
 
@@ -72,7 +72,7 @@ def refusal(launcher: Any) -> str | None:
 
 def keeps_accounting() -> bool:
     """Whether the cluster keeps job accounting, which submitit's sacct calls need (True where unknown)."""
-    config = _ask("scontrol", "show", "config")
+    config = ask("scontrol", "show", "config")
     return config is None or "accounting_storage/none" not in config
 
 

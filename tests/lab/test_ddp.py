@@ -135,7 +135,7 @@ def test_slurm_ddp_asks_submitit_for_tasks_per_node(tmp_path: Path, monkeypatch:
     from mnist_lab.sweep import slurm
 
     gpu_cluster = {"--format=%G": "gpu:8\n", "--format=%c %m": "64 515000\n"}  # what sinfo says of its nodes
-    monkeypatch.setattr(slurm, "_ask", lambda *command: gpu_cluster[command[-1]])
+    monkeypatch.setattr(slurm, "ask", lambda *command: gpu_cluster[command[-1]])
     cfg = compose("hydra/launcher=slurm_ddp", "hydra.launcher.tasks_per_node=4", "hydra.launcher.nodes=2",
                   f"hydra.sweep.dir={tmp_path}", return_hydra_config=True)  # fmt: skip
     settings = {

@@ -1,10 +1,12 @@
 """A search whose study lives on a real PostgreSQL server (`make postgres` starts one on this machine's loopback):
-two tune.py workers fill one study with exactly tune.trials trials, none run twice; a wrong password, a server
+two tune.py workers fill one study with exactly tune.trials trials, none run twice (two on this machine, and one
+here with one in a SLURM job); a wrong password, a server
 that does not answer and a missing database each end in one line naming the URL without its password; Optuna's
 dashboard opens the study from the same URL. Skipped, saying why, where no server answers."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -92,6 +94,47 @@ def test_two_workers_fill_one_study_on_postgresql_without_running_a_trial_twice(
     for t in trials:  # each ran once, in its own run directory, by the worker that claimed it
         assert read_status(folder / f"trial-{t.number}")["status"] == "completed"
         assert len([out for out in outputs if f"trial {t.number}: " in out]) == 1
+
+
+def slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    nodes = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated", "--format=%N"],
+                           capture_output=True, text=True, timeout=15)  # fmt: skip
+    return nodes.returncode == 0 and bool(nodes.stdout.strip())
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(
+    not slurm_answers(), reason="no SLURM cluster answers (sinfo): `make slurm` starts one here"
+)
+def test_a_worker_here_and_one_in_a_slurm_job_fill_one_study_without_running_a_trial_twice(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    study = f"two-launchers-{uuid.uuid4().hex[:8]}"
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "tune.py"),
+        *search(tmp_path, tiny_mnist, study, "tune.trials=6"),
+    ]
+    here = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    in_slurm = subprocess.run(["srun", "--nodes=1", "--ntasks=1", "--cpus-per-task=1", f"--chdir={PROJECT_ROOT}",
+                               "--job-name=tune-worker", *command], capture_output=True, text=True, timeout=300)  # fmt: skip
+    outputs = [here.communicate(timeout=300)[0], in_slurm.stdout + in_slurm.stderr]
+    assert [here.returncode, in_slurm.returncode] == [0, 0], outputs
+    trials = [
+        t for t in optuna.load_study(study_name=study, storage=URL).trials if "surplus" not in t.user_attrs
+    ]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6, outputs  # tune.trials in all
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2 and sum("(SLURM job " in w for w in workers) == 1, (
+        workers
+    )  # one of each launcher
+    for t in trials:  # each ran once, in its own run directory, by the worker that claimed it
+        assert read_status(tmp_path / f"trial-{t.number}")["status"] == "completed"
+        assert len([out for out in outputs if f"trial {t.number}: " in out]) == 1, outputs
 
 
 @pytest.mark.parametrize(

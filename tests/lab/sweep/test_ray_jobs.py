@@ -4,6 +4,7 @@ started and stopped by the sweep; the resource check on its own."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,9 +98,29 @@ def alive(pid: str) -> bool:
         return False
 
 
+def head_node(port: int, env: dict[str, str]) -> str:
+    """The node id of the cluster's head (the node whose end ends the cluster)."""
+    code = (f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR', log_to_driver=False); "
+            "print(next(n['NodeID'] for n in ray.nodes() if 'node:__internal_head__' in n['Resources']))")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def job_training_on_another_node(sweep: Path, head: str, timeout: float = 180) -> tuple[Path, dict]:
+    """The job of `sweep` that runs on a node other than `head` once it has closed an epoch, and its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for job in (sweep / "0", sweep / "1"):
+            status = read_status(job)
+            if status and status.get("ray_node") not in (None, head) and (status.get("epoch") or 0) >= 1:
+                return job, status
+        time.sleep(0.2)
+    raise AssertionError(f"no job of {sweep} trained on the second node within {timeout} s")
+
+
 @pytest.mark.slow
 @pytest.mark.long
-def test_a_sweep_on_a_ray_cluster_of_two_nodes_runs_a_job_on_each_and_leaves_the_cluster_as_it_found_it(
+def test_a_ray_cluster_of_two_nodes_runs_a_job_on_each_survives_a_node_stopped_mid_sweep_and_is_left_as_found(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
     import socket
@@ -114,17 +135,45 @@ def test_a_sweep_on_a_ray_cluster_of_two_nodes_runs_a_job_on_each_and_leaves_the
     before = set(subprocess.run(["pgrep", "-f", "ray"], capture_output=True, text=True).stdout.split())
     up = subprocess.run(["bash", script, "up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0 and "2 nodes of 1 CPU(s)" in up.stdout, up.stdout + up.stderr
+
+    def sweep_command(
+        sweep: Path, *more: str
+    ) -> list[str]:  # two jobs of one CPU each on nodes of one CPU each
+        return [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=ray",
+                f"hydra.launcher.ray.init.address=127.0.0.1:{port}", "seed=0,1", *tiny_overrides(tiny_mnist),
+                f"hydra.sweep.dir={sweep}", *more]  # fmt: skip
+
     try:
-        sweep = tmp_path / "sweep"
-        done = subprocess.run(  # two jobs of one CPU each, on nodes of one CPU each: one job per node
-            [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=ray",
-             f"hydra.launcher.ray.init.address=127.0.0.1:{port}", "seed=0,1", *tiny_overrides(tiny_mnist),
-             f"hydra.sweep.dir={sweep}"],
-            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        done = subprocess.run(sweep_command(tmp_path / "sweep"), env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        statuses = [read_status(sweep / job) for job in ("0", "1")]
+        statuses = [read_status(tmp_path / "sweep" / job) for job in ("0", "1")]
         assert [s["status"] for s in statuses] == ["completed", "completed"]
         assert len({s["ray_node"] for s in statuses}) == 2  # each job recorded the node it ran on: both
+
+        # The second node stopped mid-sweep (its raylet and the job's worker killed): that job is recorded
+        # failed and the other completes; resume_sweep, on the head alone, continues it from its last.pt.
+        sweep = tmp_path / "stopped"
+        driver = subprocess.Popen(sweep_command(sweep, "trainer.epochs=40"), env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        victim, status = job_training_on_another_node(sweep, head_node(port, env))
+        worker = int(status["pid"])
+        raylet = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
+        for pid in (raylet, worker):
+            os.kill(pid, signal.SIGKILL)
+        output = driver.communicate(timeout=300)[0]
+        assert driver.returncode == 1, output[-3000:]  # a job did not complete
+        other = sweep / ("1" if victim.name == "0" else "0")
+        assert read_status(other)["status"] == "completed", output[-3000:]
+        failed = read_status(victim)
+        assert failed["status"] == "failed" and "the Ray worker of job" in failed["error"], failed
+        assert (victim / "checkpoints" / "last.pt").is_file()
+        resumed = subprocess.run(sweep_command(sweep, "trainer.epochs=40", f"resume_sweep={sweep}"), env=env,
+                                 capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert [read_status(sweep / job)["status"] for job in ("0", "1")] == ["completed", "completed"]
+        assert "resuming from" in (victim / "train.log").read_text()  # continued, not started again
+        assert json.loads((victim / "metrics.json").read_text())["history"][-1]["epoch"] == 40
     finally:
         down = subprocess.run(["bash", script, "down"], env=env, capture_output=True, text=True, timeout=120)
     shutil.rmtree(state, ignore_errors=True)

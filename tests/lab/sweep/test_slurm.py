@@ -1,6 +1,7 @@
-"""hydra/launcher=slurm and slurm_ddp on a real SLURM cluster (`make slurm` starts a single-node one on this
+"""hydra/launcher=slurm and slurm_ddp on a real SLURM cluster (`make slurm` starts one of two nodes on this
 machine): a sweep's jobs each complete with their status.json and a failing one is contained, a 2-task DDP job
-trains one model in one run directory, a job cancelled mid-training saves last.pt and the sweep resumes from it.
+trains one model in one run directory, on one node and over two, a job cancelled mid-training saves last.pt and
+the sweep resumes from it.
 Skipped, saying why, where no cluster answers. lab/sweep/slurm.py's checks are tested without one."""
 
 import json
@@ -85,6 +86,30 @@ def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_cluster
+def test_a_slurm_ddp_job_over_two_nodes_trains_one_model_written_by_global_rank_0(
+    tmp_path: Path, mnist_root: Path
+) -> None:
+    done = run_script("train.py", "-m", *SMALL, "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2",
+                      "hydra.launcher.tasks_per_node=1", f"data.source.root={mnist_root}",
+                      f"hydra.sweep.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert statuses(tmp_path) == {"0": "completed"}
+    script = next((tmp_path / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    run_dir = tmp_path / "0"
+    log = (run_dir / "train.log").read_text()
+    assert re.search(r"\[rank 0/2\] .*joined the DDP job on node0 \(local rank 0 of 1\)", log), log
+    assert "[rank 1/2]" not in log  # global rank 0 alone writes the run directory
+    task_1 = "".join(p.read_text() for p in (tmp_path / ".submitit").glob("*/*_1_log.*"))
+    assert re.search(r"\[rank 1/2\] .*joined the DDP job on node1 \(local rank 0 of 1\)", task_1), task_1
+    epoch = re.search(r"epoch 1/1  train loss \S+ acc \S+  val loss \S+ acc \S+", log)
+    assert epoch and epoch[0] in task_1  # all-reduced: the same epoch on both nodes
+    assert json.loads((run_dir / "metrics.json").read_text())["test_acc"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@needs_cluster
 @pytest.mark.long
 def test_a_job_cancelled_mid_training_saves_last_pt_and_the_sweep_resumes_from_it(
     tmp_path: Path, mnist_root: Path
@@ -115,7 +140,7 @@ def test_a_job_cancelled_mid_training_saves_last_pt_and_the_sweep_resumes_from_i
 
 def test_the_launcher_settings_follow_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     nodes = {"%G": "(null)\n", "%c %m": "2 21694\n"}
-    monkeypatch.setattr(slurm, "_ask", lambda *command: nodes[command[-1].removeprefix("--format=")])
+    monkeypatch.setattr(slurm, "ask", lambda *command: nodes[command[-1].removeprefix("--format=")])
     assert slurm.gpus(1) == 0 and slurm.cpus(4, 1) == 2 and slurm.cpus(4, 2) == 1 and slurm.mem_gb(16) == 16
     launcher = OmegaConf.create({"partition": None, "cpus_per_task": 2, "tasks_per_node": 2, "mem_gb": 1})
     assert slurm.refusal(launcher) == (
@@ -124,5 +149,5 @@ def test_the_launcher_settings_follow_the_cluster(monkeypatch: pytest.MonkeyPatc
     )
     nodes.update({"%G": "gpu:4\n", "%c %m": "64 515000\n"})
     assert slurm.gpus(2) == 2 and slurm.cpus(4, 1) == 4 and slurm.refusal(launcher) is None
-    monkeypatch.setattr(slurm, "_ask", lambda *command: None)  # no cluster here: the settings as written
+    monkeypatch.setattr(slurm, "ask", lambda *command: None)  # no cluster here: the settings as written
     assert slurm.gpus(1) == 1 and slurm.cpus(4, 2) == 4 and slurm.mem_gb(16) == 16
