@@ -105,6 +105,7 @@ def slurm_answers() -> bool:
 
 
 @pytest.mark.slurm
+@pytest.mark.long
 @pytest.mark.skipif(
     not slurm_answers(), reason="no SLURM cluster answers (sinfo): `make slurm` starts one here"
 )
