@@ -1,7 +1,12 @@
-"""trainer/distributed.py: who a process is from torchrun's variables, the identity outside a job, and the
-collectives inside a real (one-process, gloo) process group."""
+"""trainer/distributed.py: who a process is from torchrun's variables, the identity outside a job, the
+collectives between two real processes in a gloo process group (where a sum is not the identity), and a lost
+peer recognised inside a job."""
 
+import json
+import multiprocessing
+import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,13 +47,51 @@ def one_process_group(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     assert not dist.is_initialized()
 
 
-def test_inside_a_job_the_collectives_run_and_a_lost_peer_is_recognised(one_process_group: None) -> None:
+def collectives_of_one_rank(rank: int, port: int, out: str) -> None:
+    """One of two processes of a job (as torchrun starts them): the collectives run, what each saw written to
+    `out`/<rank>.json."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
+                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"})  # fmt: skip
+    me = distributed.from_environment()
+    distributed.start(me)
+    summed, counts = torch.tensor([rank + 1.0, 10.0 * (rank + 1)]), torch.tensor([rank])
+    distributed.all_sum(summed, counts)
+    seen = {
+        "current": list(vars(distributed.current()).values()),
+        "main": distributed.is_main(),
+        "summed": summed.tolist(),
+        "counts": counts.tolist(),
+        "largest": distributed.largest(3 if rank == 0 else 8, torch.device("cpu")),
+        "text": distributed.broadcast_text(f"outputs/run-of-rank-{rank}"),
+    }
+    distributed.stop()
+    Path(out, f"{rank}.json").write_text(json.dumps(seen))
+
+
+@pytest.mark.slow  # two Python processes importing torch
+def test_two_ranks_sum_take_the_largest_and_share_rank_0s_text(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spawn = multiprocessing.get_context("spawn")
+    ranks = [spawn.Process(target=collectives_of_one_rank, args=(r, port, str(tmp_path))) for r in (0, 1)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    seen = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert [s["current"] for s in seen] == [[0, 2, 0, 2], [1, 2, 1, 2]] and [s["main"] for s in seen] == [
+        True,
+        False,
+    ]
+    assert all(s["summed"] == [3.0, 30.0] and s["counts"] == [1] for s in seen)  # each tensor, on both ranks
+    assert [s["largest"] for s in seen] == [8, 8]
+    assert [s["text"] for s in seen] == ["outputs/run-of-rank-0"] * 2  # rank 0's, on every rank
+
+
+def test_inside_a_job_a_lost_peer_is_recognised(one_process_group: None) -> None:
     assert distributed.current() == Rank(0, 1) and distributed.is_main()
-    tensor = torch.tensor([1.0, 2.0])
-    distributed.all_sum(tensor)  # one rank: the sum is itself, through gloo
-    assert tensor.tolist() == [1.0, 2.0]
-    assert distributed.largest(5, torch.device("cpu")) == 5
-    assert distributed.broadcast_text("outputs/run") == "outputs/run"
     assert distributed.lost_contact(RuntimeError("[../gloo/transport] Connection reset by peer"))
     assert not distributed.lost_contact(RuntimeError("CUDA out of memory"))
     assert distributed.lost_ranks(RuntimeError("x")) == "torchrun's summary names the rank that failed first"
