@@ -10,7 +10,6 @@ from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
 from mnist_lab.trainer.speed import (
     available_cpus,
     configure_threads,
-    default_threads,
     prefers_channels_last,
     tune_for,
     warm_up,
@@ -84,22 +83,20 @@ def test_compiled_model_matches_the_eager_one() -> None:
         assert torch.allclose(a, b, atol=1e-5), name  # and the state dict keeps its keys
 
 
-def test_omp_num_threads_set_by_the_user_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert default_threads() == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert default_threads() == available_cpus()
-
-
-def test_cudnn_uses_deterministic_algorithms_unless_benchmark_is_asked() -> None:
+@pytest.mark.cuda
+def test_on_cuda_without_benchmark_two_runs_of_the_same_steps_are_bit_identical() -> None:
+    """What tune_for(cuda, benchmark=False) is for: a resumed run repeats an unbroken one bit for bit."""
     before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    images, labels = torch.randn(64, 1, 28, 28).cuda(), torch.randint(0, 10, (64,)).cuda()
     try:
-        tune_for(torch.device("cpu"), True)  # nothing to choose on a CPU
-        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
-        tune_for(torch.device("cuda"), False)  # the default: a resumed run is bit-identical
-        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
-        tune_for(torch.device("cuda"), True)
-        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        tune_for(torch.device("cuda"), False)
+        weights = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = LeNetRes().cuda()
+            for _ in range(3):
+                one_step(model, images, labels)
+            weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert torch.equal(weights[0], weights[1])
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
