@@ -151,7 +151,7 @@ def failed(job: Job, error: Exception) -> None:
     record = details(error)
     if isinstance(error, WriteFailed):
         record["error"] = f"{error.strerror}; {kept_after_write_failed(job)}"
-    elif exit_code_of(error) is None and distributed.lost_contact(error):  # another rank died or went silent
+    elif exit_code_of(error) is None and distributed.lost_a_rank():  # another rank died or went silent
         record = {"error": lost_rank(error, job), "exit_code": 1}
     log.error(f"error: {record['error']}")
     if record.get("bug"):
@@ -189,7 +189,7 @@ def lost_rank(error: Exception, job: Job) -> str:
     said = re.sub(r"^\[[^\]]*\] ", "", str(error).strip()).split(". This is typically")[0][:200]  # gloo's
     last = job.run_dir / CHECKPOINTS / LAST
     kept = f"resume from {last} with: {resume_command(job, last)}" if last.exists() else "nothing saved yet"
-    assert rank is not None  # lost_contact() said so
+    assert rank is not None  # lost_a_rank() said so
     return f"rank {rank.rank} of {rank.world}: the job lost another rank ({distributed.lost_ranks(error)}: {said}); {kept}"
 
 

@@ -1,6 +1,6 @@
 """trainer/distributed.py: who a process is from torchrun's variables, the identity outside a job, the
-collectives between two real processes in a gloo process group (where a sum is not the identity), and a lost
-peer recognised inside a job."""
+collectives between two real processes in a gloo process group (where a sum is not the identity), and a rank
+that died told from an error of the process's own."""
 
 import json
 import multiprocessing
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from mnist_lab.trainer import distributed
 from mnist_lab.trainer.distributed import Rank, from_environment
@@ -29,22 +28,7 @@ def test_outside_a_job_every_function_is_the_identity() -> None:
     distributed.all_sum(tensor)
     assert tensor.tolist() == [1.0, 2.0]
     assert distributed.largest(7, torch.device("cpu")) == 7
-    assert not distributed.lost_contact(RuntimeError("Connection reset by peer"))  # no job: not a lost rank
-
-
-@pytest.fixture
-def one_process_group(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """A real gloo process group of one rank on a free local port, left at the end."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    distributed.stop()
-    assert not dist.is_initialized()
+    assert not distributed.lost_a_rank()  # no job: no rank to lose
 
 
 def collectives_of_one_rank(rank: int, port: int, out: str) -> None:
@@ -63,13 +47,19 @@ def collectives_of_one_rank(rank: int, port: int, out: str) -> None:
         "counts": counts.tolist(),
         "largest": distributed.largest(3 if rank == 0 else 8, torch.device("cpu")),
         "text": distributed.broadcast_text(f"outputs/run-of-rank-{rank}"),
+        "lost while both run": distributed.lost_a_rank(),  # an error of this process's own: nobody lost
     }
+    if rank == 1:  # rank 1 dies without leaving the group, as a killed process does
+        Path(out, "1.json").write_text(json.dumps(seen))
+        os._exit(0)
+    seen["lost after rank 1 died"] = distributed.lost_a_rank()
+    seen["lost_ranks"] = distributed.lost_ranks(RuntimeError("Connection reset by peer"))
     distributed.stop()
-    Path(out, f"{rank}.json").write_text(json.dumps(seen))
+    Path(out, "0.json").write_text(json.dumps(seen))
 
 
 @pytest.mark.slow  # two Python processes importing torch
-def test_two_ranks_sum_take_the_largest_and_share_rank_0s_text(tmp_path: Path) -> None:
+def test_two_ranks_sum_take_the_largest_share_rank_0s_text_and_tell_a_lost_rank(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -88,10 +78,5 @@ def test_two_ranks_sum_take_the_largest_and_share_rank_0s_text(tmp_path: Path) -
     assert all(s["summed"] == [3.0, 30.0] and s["counts"] == [1] for s in seen)  # each tensor, on both ranks
     assert [s["largest"] for s in seen] == [8, 8]
     assert [s["text"] for s in seen] == ["outputs/run-of-rank-0"] * 2  # rank 0's, on every rank
-
-
-def test_inside_a_job_a_lost_peer_is_recognised(one_process_group: None) -> None:
-    assert distributed.current() == Rank(0, 1) and distributed.is_main()
-    assert distributed.lost_contact(RuntimeError("[../gloo/transport] Connection reset by peer"))
-    assert not distributed.lost_contact(RuntimeError("CUDA out of memory"))
-    assert distributed.lost_ranks(RuntimeError("x")) == "torchrun's summary names the rank that failed first"
+    assert [s["lost while both run"] for s in seen] == [False, False]
+    assert seen[0]["lost after rank 1 died"] and seen[0]["lost_ranks"] == "rank 1 is gone"
