@@ -5,6 +5,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,18 @@ def trained_run(
                       f"hydra.run.dir={run}", cwd="/")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return run, done
+
+
+def rest_of_output(process: subprocess.Popen, timeout: float) -> str:
+    """What `process` prints until it ends, once some of its lines were taken from `process.stdout`: read through
+    that same text stream. (Popen.communicate with a timeout reads the pipe itself, and loses what the stream had
+    already read ahead of the last line taken: a line another rank printed just after, say.) The process is
+    killed if it outlives `timeout`."""
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        rest = process.stdout.read()  # type: ignore[union-attr]
+        process.wait()
+    finally:
+        watchdog.cancel()
+    return rest

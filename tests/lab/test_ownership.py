@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from mnist_lab.ownership import DirectoryTaken, claim, owned, release
 from mnist_lab.sweep.callbacks import CheckOutputDir
-from tests.conftest import run_script, tiny_overrides
+from tests.conftest import rest_of_output, run_script, tiny_overrides
 
 
 def holder(run_dir: Path) -> subprocess.Popen:
@@ -97,6 +97,6 @@ def test_two_train_py_on_one_directory_the_second_is_refused_and_changes_nothing
             assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == before
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=120)
+        rest_of_output(first, timeout=120)
     assert first.returncode == 143
     assert json.loads((run / "status.json").read_text())["status"] == "stopped"
