@@ -5,7 +5,10 @@ raises KeyboardInterrupt with last.pt saved; nothing process-wide is left change
 import json
 import logging
 import os
+import re
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist_lab.shell
 from mnist_lab import load, train
 from mnist_lab.errors import UserError
+from mnist_lab.status import read_status
 from mnist_lab.trainer.checkpoint import load_checkpoint
 from mnist_lab.trainer.stopping import TrainingStopped
 from tests.conftest import synthetic_digits, tiny_overrides
@@ -118,15 +121,22 @@ def test_a_max_steps_stop_raises_run_stopped_not_keyboard_interrupt(tmp_path: Pa
 
 
 def test_ctrl_c_stops_after_the_step_saves_last_pt_and_raises_keyboard_interrupt(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_mnist: Path
 ) -> None:
-    def interrupt(epoch: int, val: object) -> None:
+    run_dir = tmp_path / "run"
+
+    def press_ctrl_c_once_an_epoch_is_done() -> None:  # as a user at the kernel would, from outside the run
+        while (read_status(run_dir) or {}).get("epoch") is None:
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)  # what the kernel's interrupt sends
 
-    monkeypatch.setattr(mnist_lab.shell, "epoch_end_callables", lambda cfg, job: [interrupt])
     before = process_state()
-    with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT in epoch 2 after step 17; saved"):
-        train(*tiny_overrides(tiny_mnist), run_dir=tmp_path / "run")
+    threading.Thread(target=press_ctrl_c_once_an_epoch_is_done, daemon=True).start()
+    with pytest.raises(
+        KeyboardInterrupt, match=r"stopped by SIGINT in epoch \d+ after step \d+; saved"
+    ) as stop:
+        train(*tiny_overrides(tiny_mnist), "trainer.epochs=50", run_dir=run_dir)
     assert process_state() == before
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 17
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "stopped"
+    step = int(re.search(r"after step (\d+)", str(stop.value))[1])
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == step  # saved where it says
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"

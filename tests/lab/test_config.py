@@ -75,19 +75,6 @@ def test_config_paths_resolve_from_the_project_root_not_the_working_directory(tm
         os.chdir(cwd)
 
 
-def test_defaults_are_the_documented_ones() -> None:
-    cfg = compose()
-    assert cfg.model._target_ == "mnist_lab.models.LeNet" and cfg.model.activation == "tanh"
-    assert cfg.trainer.epochs == 10 and cfg.data.validation_size == 5000 and cfg.seed == 0
-
-
-def test_slurm_launcher_preset_composes_with_its_settings() -> None:
-    cfg = compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu", return_hydra_config=True)
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 60)
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
