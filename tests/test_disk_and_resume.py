@@ -116,6 +116,7 @@ def test_a_file_size_limit_while_saving_last_pt_is_one_line_and_keeps_the_previo
     assert_one_line_and_last_pt_intact(done, run, saved, "file too large")
 
 
+@pytest.mark.long
 def test_resuming_into_another_directory_ends_with_a_tested_best_model(
     tmp_path: Path, stopped: Path, tiny_mnist: Path
 ) -> None:

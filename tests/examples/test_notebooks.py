@@ -31,6 +31,7 @@ def test_notebooks_are_committed_without_outputs(name: str) -> None:
     )
 
 
+@pytest.mark.long
 def test_quickstart_runs_in_a_jupyter_kernel(tmp_path: Path, mnist_root: Path) -> None:
     notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
     notebook.cells = [c for c in notebook.cells if "tensorboard" not in c.metadata.get("tags", [])]

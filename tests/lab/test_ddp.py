@@ -61,6 +61,7 @@ def stopped_at_epoch_1(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_job_writes_one_run_directory_stops_on_sigterm_and_resumes_as_one_process_trains(
     tmp_path: Path, mnist_root: Path
 ) -> None:

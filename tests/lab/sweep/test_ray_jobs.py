@@ -27,6 +27,7 @@ def session_processes(session: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_ray_sweep_records_each_job_contains_a_failure_resumes_and_stops_ray(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

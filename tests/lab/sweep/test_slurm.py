@@ -44,6 +44,7 @@ def statuses(sweep: Path) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_cluster
+@pytest.mark.long
 def test_a_sweep_runs_each_job_as_a_slurm_job_and_contains_a_failing_one(
     tmp_path: Path, mnist_root: Path
 ) -> None:
