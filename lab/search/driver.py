@@ -48,9 +48,9 @@ class Surplus(Exception):
 
 
 def worker_name() -> str:
-    """This tune.py process, as a shared study's trials record it: `host:pid`, and the SLURM job it runs in."""
-    job = os.environ.get("SLURM_JOB_ID")
-    return f"{socket.gethostname()}:{os.getpid()}" + (f" (SLURM job {job})" if job else "")
+    """This tune.py process, as a shared study's trials record it (`host:pid`): open_study reads it back to tell
+    a dead worker's trials on this machine."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def suggest(trial: optuna.Trial, key: str, spec: DictConfig) -> Any:
@@ -92,6 +92,8 @@ def run_trial(trial: optuna.Trial, tune: DictConfig, overrides: list[str]) -> fl
     """Run one trial as `python train.py` in its own run directory; return its best validation accuracy."""
     claim(trial, tune)
     trial.set_user_attr("worker", worker_name())
+    if "SLURM_JOB_ID" in os.environ:  # a worker started as a SLURM job: which one
+        trial.set_user_attr("slurm_job", os.environ["SLURM_JOB_ID"])
     values = {key: suggest(trial, key, spec) for key, spec in tune.space.items()}
     run_dir = Path(tune.dir) / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
