@@ -231,7 +231,11 @@ def check_resumable(sweep: Path, overrides: list[str], resume: Any) -> None:
     saved = sweep / "multirun.yaml"
     if not saved.is_file():
         raise UserError(f"resume_sweep={resume}: no sweep to resume at {sweep} (no multirun.yaml)")
-    before = identity(list(OmegaConf.load(saved).hydra.overrides.task))
+    try:
+        before = identity([str(o) for o in OmegaConf.load(saved).hydra.overrides.task])
+    except Exception as error:  # noqa: BLE001 (YAML's and OmegaConf's errors alike: a damaged file)
+        raise UserError(f"resume_sweep={resume}: {saved} is unreadable ({type(error).__name__}): not a sweep "
+                        "this lab wrote, or damaged; start a new sweep") from None  # fmt: skip
     if before != identity(overrides):
         raise UserError(
             f"resume_sweep={resume}: {sweep} was swept with [{' '.join(before)}], "

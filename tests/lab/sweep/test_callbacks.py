@@ -126,6 +126,19 @@ def test_sweep_callback_refuses_to_resume_another_sweep(
     )
 
 
+@pytest.mark.parametrize("content", ["hydra: [unclosed", "just text", "hydra: {overrides: 3}"])
+def test_a_damaged_multirun_yaml_is_refused_naming_it(
+    content: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "multirun.yaml").write_text(content)
+    with pytest.raises(SystemExit) as ended:
+        Sweep().on_multirun_start(sweep_config(tmp_path, "seed=0,1", f"resume_sweep={tmp_path}"))
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: resume_sweep={tmp_path}: {tmp_path / 'multirun.yaml'} is unreadable"
+    )
+
+
 def test_a_sweep_directory_that_cannot_be_made_is_named_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
