@@ -259,9 +259,9 @@ class Earlier:
 def earlier_job(run_dir: Path, overrides: list[str]) -> Earlier:
     """What a job of a resumed sweep does with what an earlier sweep left in `run_dir`."""
     before = read_status(run_dir)
-    if before is not None and identity(before["overrides"]) != identity(overrides):
+    if before is not None and identity(before.get("overrides", [])) != identity(overrides):
         return Earlier(refusal=f"resume_sweep: {run_dir} holds a job with overrides "
-                               f"[{' '.join(identity(before['overrides']))}], not [{' '.join(identity(overrides))}]")  # fmt: skip
+                               f"[{' '.join(identity(before.get('overrides', [])))}], not [{' '.join(identity(overrides))}]")  # fmt: skip
     if before is not None and before["status"] == "completed":
         return Earlier(completed=before)
     last = run_dir / CHECKPOINTS / LAST

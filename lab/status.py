@@ -42,11 +42,18 @@ def ray_node() -> dict[str, str]:
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's status record, or None if it has none (or an unreadable one)."""
+    """The run's status record, or None if it has none, or one this lab did not write (unreadable, not a
+    mapping with a `status` and the run's `overrides`)."""
     try:
-        return json.loads((run_dir / STATUS_FILE).read_text())
+        record = json.loads((run_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        return None
+    overrides = record.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return None
+    return record
 
 
 def job_dirs(sweep: Path) -> list[Path]:

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from mnist_lab.config import sweep_dir
 from mnist_lab.overrides import identity
 from mnist_lab.status import job_dirs, read_status, write_status
@@ -45,3 +47,18 @@ def test_job_dirs_are_the_numbered_directories_in_job_order(tmp_path: Path) -> N
     for name in ("10", "2", "0", ".submitit", "leaderboard.md"):
         (tmp_path / name).mkdir()
     assert [d.name for d in job_dirs(tmp_path)] == ["0", "2", "10"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[1, 2]",
+        '"completed"',
+        '{"overrides": []}',
+        '{"status": 3}',
+        '{"status": "completed", "overrides": [1]}',
+    ],
+)
+def test_a_status_json_this_lab_did_not_write_reads_as_none(content: str, tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text(content)
+    assert read_status(tmp_path) is None  # a sweep, the ownership check and the report treat it as no record
