@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from hydra.core.utils import run_job as hydra_run_job
 from hydra.core.utils import setup_globals
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.types import HydraContext
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import Tensor
 
@@ -184,35 +186,51 @@ def train(*overrides: str, run_dir: str | Path | None = None) -> Run:
     except HydraException as error:
         raise UserError(user_message(error)) from None
     setup_globals()  # Hydra's `now` resolver, which the run directory's name uses
-    job = Job(Path(run_dir or cfg.hydra.run.dir).absolute(), list(cfg.hydra.overrides.task), None,
-              dict(cfg.hydra.runtime.choices))  # fmt: skip
-    with owned(job.run_dir, cfg.get("resume"), "run_dir" if run_dir else "hydra.run.dir"):
-        task = record_config(cfg, job.run_dir)
-        with unchanged_process(), logging_to(job.run_dir / "train.log"):
-            try:
-                run_job(task, job)
-            except TrainingStopped as stop:
-                if (
-                    stop.exit_code != 128 + signal.SIGINT
-                ):  # trainer.max_steps or SIGTERM: nobody pressed Ctrl-C
-                    raise
-                raise KeyboardInterrupt(str(stop)) from None
+    given, run_dir = (
+        run_dir is not None,
+        Path(run_dir or cfg.hydra.run.dir).absolute(),
+    )  # resolved once: `now` is the time of this call
+    with open_dict(cfg.hydra):
+        cfg.hydra.run.dir = str(run_dir)
+    job = Job(run_dir, list(cfg.hydra.overrides.task), None, dict(cfg.hydra.runtime.choices))
+    key = "run_dir" if given else "hydra.run.dir"
+    ended: list[Exception] = []  # how the run ended, where it did not complete
+
+    def task(task_cfg: DictConfig) -> float | None:
+        try:
+            return run_job(task_cfg, job)
+        except Exception as error:  # raised below, past Hydra's job runner (which would print it first)
+            ended.append(error)
+            return None
+
+    with (
+        owned(job.run_dir, cfg.get("resume"), key),
+        unchanged_process(),
+        logging_to(job.run_dir / "train.log"),
+    ):
+        # Hydra's own job runner, as its launchers use it: .hydra/ written as for train.py, HydraConfig set
+        hydra_run_job(
+            task, cfg, "hydra.run.dir", None, HydraContext(None, NO_CALLBACKS), configure_logging=False
+        )  # type: ignore[arg-type]
+    if ended:
+        stop = ended[0]
+        if isinstance(stop, TrainingStopped) and stop.exit_code == 128 + signal.SIGINT:
+            raise KeyboardInterrupt(str(stop)) from None  # Ctrl-C: what a notebook user expects
+        raise stop  # trainer.max_steps or SIGTERM (TrainingStopped), a bad value, a failure
     return load(job.run_dir)
 
 
-def record_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """Write <run dir>/.hydra/ as Hydra does (config.yaml, hydra.yaml, overrides.yaml); the config without
-    its `hydra` node, which is what a run trains with."""
-    hydra_cfg = cfg.hydra
-    with open_dict(hydra_cfg.runtime):
-        hydra_cfg.runtime.output_dir = str(run_dir)
-    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    saved = run_dir / ".hydra"
-    saved.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task, saved / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), saved / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.overrides.task, saved / "overrides.yaml")
-    return task
+class _NoCallbacks:
+    """Hydra's job callbacks, none: the API's run is one job with no Hydra callbacks configured around it."""
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        pass
+
+
+NO_CALLBACKS = _NoCallbacks()
 
 
 def load(run_dir: str | Path) -> Run:
