@@ -4,6 +4,8 @@ Python API, the sweeps and the benches all call `train`, and say themselves what
 """
 
 import logging
+import shutil
+import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -86,6 +88,7 @@ def train_built(
             run_log.hparams(*hparams)
     metrics = results(setup, cfg, progress, (test, predictions, final_test_acc), origin)
     write_json(metrics, run_dir / "metrics.json")
+    log.info("%s", summary(metrics, run_dir))
     return metrics
 
 
@@ -160,3 +163,34 @@ def tensorboard_texts(cfg: DictConfig, layers: str, origin: dict[str, Any]) -> d
         "model_summary": "```\n" + layers + "\n```",
         "provenance": "\n".join(f"- **{key}**: `{value}`" for key, value in origin.items()),
     }
+
+
+def summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The few lines a user reads at the end of a run."""
+    tensorboard = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
+    best_val = metrics["best_val_acc"]
+    return "\n".join(
+        [
+            f"{metrics['model']} ({metrics['parameters']:,} parameters) on {metrics['device']}: "
+            f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
+            f"({metrics['images_per_second']:,.0f} images/s)",
+            f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
+            f"weights of epoch {metrics['best_epoch']}){last_epoch(metrics)}",
+            "  best val. accuracy   "
+            + (
+                "none: no validation split (data.validation_size=0)"
+                if best_val is None
+                else f"{best_val:.2%}"
+            ),
+            f"  run directory        {run_dir}",
+            f"  TensorBoard          {tensorboard} --logdir {run_dir}",
+        ]
+    )
+
+
+def last_epoch(metrics: dict[str, Any]) -> str:
+    """The last epoch's test accuracy, where the best validated epoch is an earlier one."""
+    best, final, history = metrics["best_epoch"], metrics.get("final_test_acc"), metrics["history"]
+    if final is None or not best or not history or best == history[-1]["epoch"]:
+        return ""
+    return f"; the last epoch's weights {final:.2%}"

@@ -11,8 +11,6 @@ sums it up), and a signal stops the sweep.
 import logging
 import os
 import re
-import shutil
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +115,6 @@ def run_owned_job(cfg: DictConfig, job: Job) -> float | None:
         return None
     job.status("completed", best_val_acc=metrics["best_val_acc"], test_acc=metrics["test_acc"],
                metrics=str(job.run_dir / "metrics.json"))  # fmt: skip
-    log.info("%s", summary(metrics, job.run_dir))
     return metrics["best_val_acc"]
 
 
@@ -242,34 +239,3 @@ def epoch_end_callables(cfg: DictConfig, job: Job) -> list[EpochEnd]:
 
         callables.append(trial_reporter(tune))
     return callables
-
-
-def summary(metrics: dict[str, Any], run_dir: Path) -> str:
-    """The few lines a user reads at the end of a run."""
-    tensorboard = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
-    best_val = metrics["best_val_acc"]
-    return "\n".join(
-        [
-            f"{metrics['model']} ({metrics['parameters']:,} parameters) on {metrics['device']}: "
-            f"{metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s of training "
-            f"({metrics['images_per_second']:,.0f} images/s)",
-            f"  test accuracy        {metrics['test_acc']:.2%}  (loss {metrics['test_loss']:.4f}, "
-            f"weights of epoch {metrics['best_epoch']}){last_epoch(metrics)}",
-            "  best val. accuracy   "
-            + (
-                "none: no validation split (data.validation_size=0)"
-                if best_val is None
-                else f"{best_val:.2%}"
-            ),
-            f"  run directory        {run_dir}",
-            f"  TensorBoard          {tensorboard} --logdir {run_dir}",
-        ]
-    )
-
-
-def last_epoch(metrics: dict[str, Any]) -> str:
-    """The last epoch's test accuracy, where the best validated epoch is an earlier one."""
-    best, final, history = metrics["best_epoch"], metrics.get("final_test_acc"), metrics["history"]
-    if final is None or not best or not history or best == history[-1]["epoch"]:
-        return ""
-    return f"; the last epoch's weights {final:.2%}"

@@ -21,8 +21,8 @@ from mnist_lab.data.loader import DeviceBatches
 from mnist_lab.data.sources import read_idx
 from mnist_lab.errors import UserError
 from mnist_lab.models import LeNet
-from mnist_lab.pipeline import train, train_built
-from mnist_lab.shell import Job, run_job, summary
+from mnist_lab.pipeline import summary, train, train_built
+from mnist_lab.shell import Job, run_job
 from mnist_lab.status import read_status
 from mnist_lab.tools.evaluate import evaluate as evaluate_checkpoint
 from mnist_lab.tools.evaluate import evaluate_trained
