@@ -20,13 +20,23 @@ MNIST_RAW = PROJECT_ROOT / "data" / "MNIST" / "raw"
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 
 
+DATA_FIXTURES = {"tiny_mnist", "mnist_root", "trained_run"}  # what makes a test train on data
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` run where a GPU is; elsewhere (CI) they are skipped, saying why."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    """Each test's level of the pyramid, from what it declares: `e2e` (marked slow: subprocesses, services,
+    real-MNIST runs), `integration` (in-process, on data: a fixture of DATA_FIXTURES), `unit` (neither: no
+    data, no subprocess); `pytest -m unit` runs the base alone. Tests marked `cuda` run where a GPU is;
+    elsewhere (CI) they are skipped, saying why."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device (none here)")
     for item in items:
-        if "cuda" in item.keywords:
+        if "slow" in item.keywords:
+            item.add_marker(pytest.mark.e2e)
+        elif DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+        if skip is not None and "cuda" in item.keywords:
             item.add_marker(skip)
 
 
