@@ -36,20 +36,6 @@ def test_train_refuses_a_bad_value_in_one_line_with_exit_status_2(tmp_path: Path
     assert status["status"] == "failed" and status["error"] == "optimizer.lr must be a number > 0, got -1"
 
 
-def test_output_directory_that_cannot_be_made_is_named_before_anything_runs(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("keep me")
-    done = run_script(
-        "train.py", f"hydra.run.dir={blocker / 'run'}"
-    )  # a sweep's: tests/lab/sweep/test_callbacks.py
-    assert done.returncode == 2
-    assert (
-        done.stderr
-        == f"error: hydra.run.dir={blocker / 'run'} cannot be created: {blocker} is a file, not a directory\n"
-    )
-    assert blocker.read_text() == "keep me"
-
-
 def test_an_unknown_option_is_one_line_with_the_choices_and_exit_2(tmp_path: Path) -> None:
     done = run_script("train.py", "model=lenet7", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2
