@@ -122,10 +122,8 @@ def ended(job: Job, error: Exception) -> None:
     """Record how `job` ended short of completing (status.json, its line in the log) and say how to go on. A
     single run raises `error` again, its line said; a sweep's job returns, and the sweep goes on, except after
     a signal, which stops the whole sweep (but a SLURM job's, which came to that job alone)."""
-    if isinstance(error, DirectoryTaken) and job.in_sweep:
-        log.error(
-            f"error: job {job.number}: {error}"
-        )  # the directory's status.json, if any, is the other run's
+    if isinstance(error, DirectoryTaken) and job.in_sweep:  # its status.json, if any, is the other run's
+        log.error(f"error: job {job.number}: {error}")
         return None
     if isinstance(error, Pruned):
         job.status("pruned", reason=str(error))
