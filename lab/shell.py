@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -146,6 +147,10 @@ def failed(job: Job, error: Exception) -> None:
     record = details(error)
     if isinstance(error, WriteFailed):
         record["error"] = f"{error.strerror}; {kept_after_write_failed(job)}"
+    elif isinstance(error, MemoryError | torch.OutOfMemoryError):  # the machine's limit, not the code's fault
+        said = " ".join(str(error).split())[:200]
+        record = {"error": f"out of memory: {said}; a smaller trainer.batch_size needs less",
+                  "exit_code": 1}  # fmt: skip
     elif exit_code_of(error) is None and distributed.lost_a_rank():  # another rank died or went silent
         record = {"error": lost_rank(error, job), "exit_code": 1}
     log.error(f"error: {record['error']}")

@@ -319,23 +319,35 @@ def test_a_bad_value_ends_a_single_run_with_status_2_and_says_why(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "status.json"]  # nothing else written
 
 
-def test_an_unexpected_error_in_a_sweep_job_is_recorded_with_its_traceback_and_the_sweep_goes_on(
-    tmp_path: Path, tiny_mnist: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def out_of_memory(epoch: int, val: object) -> None:
-        raise torch.OutOfMemoryError("CUDA out of memory (at the end of an epoch)")
+@pytest.mark.parametrize(
+    ("raised", "recorded", "bug"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+         "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB; a smaller trainer.batch_size needs less",
+         False),
+        (KeyError("momentum"), "KeyError: 'momentum'", True),  # a bug of the code: its traceback is kept
+    ],
+)  # fmt: skip
+def test_a_failure_of_the_machine_or_the_code_in_a_sweep_job_is_recorded_and_the_sweep_goes_on(
+    raised: Exception, recorded: str, bug: bool, tmp_path: Path, tiny_mnist: Path,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    adam_step, steps = torch.optim.Adam.step, []
 
-    import mnist_lab.shell
+    def failing_step(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:  # in epoch 2
+        steps.append(1)
+        if len(steps) == STEPS_PER_EPOCH + 3:
+            raise raised
+        return adam_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(mnist_lab.shell, "epoch_end_callables", lambda cfg, job: [out_of_memory])
+    monkeypatch.setattr(torch.optim.Adam, "step", failing_step)  # before the run makes its optimizer
     with caplog.at_level(logging.ERROR, logger="train"):
-        assert (
-            run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0)) is None
-        )  # nothing raised: the sweep goes on
+        outcome = run_job(tiny_config(tiny_mnist), Job(tmp_path, ["seed=0"], number=0))
+    assert outcome is None  # nothing raised: the sweep goes on
     status = read_status(tmp_path)
-    assert status["status"] == "failed" and status["exit_code"] == 1
-    assert status["error"] == "OutOfMemoryError: CUDA out of memory (at the end of an epoch)"
-    assert "Traceback" in caplog.text and "out_of_memory" in caplog.text
+    assert (status["status"], status["exit_code"], status["error"]) == ("failed", 1, recorded)
+    assert status.get("bug", False) is bug
+    assert ("Traceback" in caplog.text and "failing_step" in caplog.text) is bug  # a bug's traceback alone
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1  # what was saved stays
 
 
