@@ -28,9 +28,9 @@ from mnist_lab.trainer.distributed import Rank
 from mnist_lab.trainer.loop import run_steps
 from mnist_lab.trainer.speed import (
     available_cpus,
+    choose_cudnn_algorithms,
     configure_threads,
     prefers_channels_last,
-    tune_for,
     warm_up,
 )
 from mnist_lab.trainer.state import Precision, TrainState, averaged_every_step
@@ -188,7 +188,7 @@ def build(cfg: DictConfig, job: int | None = None) -> Setup:
     threads = configure_threads(
         cfg.trainer.threads or (max(available_cpus() // rank.local_world, 1) if rank else None)
     )
-    tune_for(device, cfg.trainer.cudnn_benchmark)
+    choose_cudnn_algorithms(device, cfg.trainer.cudnn_benchmark)
     train_batches, val_batches, test_batches = build_batches(cfg, device, rank)
     torch.manual_seed(cfg.seed)  # model initialisation and dropout
     model, channels_last = build_model(cfg, device)

@@ -18,7 +18,7 @@ def split_args(argv: list[str], own: tuple[str, ...]) -> tuple[dict[str, str], l
     return mine, [a for a in argv if override_key(a) not in own]
 
 
-def identity(overrides: list[str]) -> list[str]:
+def defining_overrides(overrides: list[str]) -> list[str]:
     """The overrides that define what a job trains (sorted), without those that only say how to run it."""
     keys = {o: override_key(o) for o in overrides}
     return sorted(o for o, key in keys.items() if key not in HOW_TO_RUN and not key.startswith("hydra."))

@@ -15,7 +15,7 @@ from torch import nn
 from mnist_lab.config import check_targets, leaves, nodes, to_plain
 from mnist_lab.data.augment import Augment
 from mnist_lab.errors import NotFound, UserError
-from mnist_lab.overrides import identity
+from mnist_lab.overrides import defining_overrides
 from mnist_lab.status import read_status
 from mnist_lab.trainer.checkpoint import (
     BEST,
@@ -232,14 +232,14 @@ def check_resumable(sweep: Path, overrides: list[str], resume: Any) -> None:
     if not saved.is_file():
         raise UserError(f"resume_sweep={resume}: no sweep to resume at {sweep} (no multirun.yaml)")
     try:
-        before = identity([str(o) for o in OmegaConf.load(saved).hydra.overrides.task])
+        before = defining_overrides([str(o) for o in OmegaConf.load(saved).hydra.overrides.task])
     except Exception as error:  # noqa: BLE001 (YAML's and OmegaConf's errors alike: a damaged file)
         raise UserError(f"resume_sweep={resume}: {saved} is unreadable ({type(error).__name__}): not a sweep "
                         "this lab wrote, or damaged; start a new sweep") from None  # fmt: skip
-    if before != identity(overrides):
+    if before != defining_overrides(overrides):
         raise UserError(
             f"resume_sweep={resume}: {sweep} was swept with [{' '.join(before)}], "
-            f"this command asks for [{' '.join(identity(overrides))}]; "
+            f"this command asks for [{' '.join(defining_overrides(overrides))}]; "
             "repeat the sweep's own overrides, or start a new sweep"
         )
     logging.getLogger("sweep").info(
@@ -259,9 +259,11 @@ class Earlier:
 def earlier_job(run_dir: Path, overrides: list[str]) -> Earlier:
     """What a job of a resumed sweep does with what an earlier sweep left in `run_dir`."""
     before = read_status(run_dir)
-    if before is not None and identity(before.get("overrides", [])) != identity(overrides):
+    if before is not None and defining_overrides(before.get("overrides", [])) != defining_overrides(
+        overrides
+    ):
         return Earlier(refusal=f"resume_sweep: {run_dir} holds a job with overrides "
-                               f"[{' '.join(identity(before.get('overrides', [])))}], not [{' '.join(identity(overrides))}]")  # fmt: skip
+                               f"[{' '.join(defining_overrides(before.get('overrides', [])))}], not [{' '.join(defining_overrides(overrides))}]")  # fmt: skip
     if before is not None and before["status"] == "completed":
         return Earlier(completed=before)
     last = run_dir / CHECKPOINTS / LAST

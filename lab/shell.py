@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lab import pipeline
 from mnist_lab.ddp import join_slurm_job, label_logs, node_name
 from mnist_lab.errors import Pruned, UserError, details, exit_code_of, mark_said
-from mnist_lab.overrides import identity, override_key
+from mnist_lab.overrides import defining_overrides, override_key
 from mnist_lab.ownership import DirectoryTaken, owned
 from mnist_lab.resume import CHECKPOINTS, earlier_job
 from mnist_lab.status import write_status
@@ -106,7 +106,9 @@ def run_owned_job(cfg: DictConfig, job: Job) -> float | None:
         if earlier.refusal:
             raise UserError(earlier.refusal)
         if earlier.completed:
-            log.info(f"job {job.number} [{' '.join(identity(job.overrides))}] completed before: skipped")
+            log.info(
+                f"job {job.number} [{' '.join(defining_overrides(job.overrides))}] completed before: skipped"
+            )
             return earlier.completed.get("best_val_acc")
         resume_from = earlier.checkpoint  # a stopped job continues from its last.pt
     job.status("running")
@@ -220,7 +222,7 @@ def launch_command(rank: distributed.Rank | None) -> str:
 def run_hparams(cfg: DictConfig, job: Job) -> tuple[str, dict[str, Any]]:
     """The run's row in TensorBoard's HParams view: named by the overrides that define it, with the config
     groups chosen, HPARAM_KEYS and every overridden value."""
-    overrides = identity(job.overrides)
+    overrides = defining_overrides(job.overrides)
     values: dict[str, Any] = {group: job.choices.get(group) for group in HPARAM_GROUPS}
     for key in [*HPARAM_KEYS, *(override_key(o) for o in overrides)]:
         values.setdefault(key, OmegaConf.select(cfg, key, default=None))

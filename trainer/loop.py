@@ -160,7 +160,7 @@ def _validate(
     """The epoch's validation (None without a validation split), its curves' values and its log line."""
     val, predictions = None, None
     if val_batches is not None:
-        val, predictions = predict(state.evaluated, val_batches, amp_dtype=state.precision.dtype)
+        val, predictions = predict(state.evaluation_module, val_batches, amp_dtype=state.precision.dtype)
     scalars = epoch_scalars(train, val, lr=state.scheduler.get_last_lr()[0])
     validated = f"val loss {val.loss:.4f} acc {val.accuracy:.2%}" if val else "no validation"
     log.info(
@@ -212,7 +212,7 @@ def _train_epoch(
 
     try:
         train = train_one_epoch(
-            state.stepped, batches(), state.optimizer, state.scheduler, criterion=state.criterion,
+            state.training_module, batches(), state.optimizer, state.scheduler, criterion=state.criterion,
             precision=state.precision, tally=tally,
         )  # fmt: skip
         if state.replica is not None:  # DDP: every rank's part of the epoch, summed
@@ -252,9 +252,9 @@ def final_evaluation(
     the last epoch's test accuracy beside it (the same pass where the best epoch is the last)."""
     final = None
     if state.progress.best_epoch and state.progress.best_epoch != state.progress.epoch:
-        final, _ = predict(state.evaluated, test_batches, amp_dtype=state.precision.dtype)
+        final, _ = predict(state.evaluation_module, test_batches, amp_dtype=state.precision.dtype)
     if state.progress.best_epoch:
-        state.evaluated.load_state_dict(checkpoints.best_model())
-    test, predictions = predict(state.evaluated, test_batches, amp_dtype=state.precision.dtype)
+        state.evaluation_module.load_state_dict(checkpoints.best_model())
+    test, predictions = predict(state.evaluation_module, test_batches, amp_dtype=state.precision.dtype)
     run_log.test(test, predictions, step)
     return test, predictions, (final or test).accuracy

@@ -41,7 +41,7 @@ def configure_threads(threads: int | None) -> int:
     return count
 
 
-def tune_for(device: torch.device, benchmark: bool) -> None:
+def choose_cudnn_algorithms(device: torch.device, benchmark: bool) -> None:
     """On CUDA, choose cuDNN's convolution algorithms. With `benchmark`, cuDNN times them for the run's fixed
     batch shapes and keeps the fastest, which may differ from one process to the next: a resumed run then
     agrees with an unbroken one up to floating-point order, not bit for bit. Without it (the default), cuDNN

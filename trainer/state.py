@@ -99,12 +99,12 @@ class TrainState:
     )
 
     @property
-    def evaluated(self) -> nn.Module:
+    def evaluation_module(self) -> nn.Module:
         """What validation and the test pass run: the weights' moving average (trainer.ema), or the model."""
         return self.ema.module if self.ema is not None else self.model
 
     @property
-    def stepped(self) -> nn.Module:
+    def training_module(self) -> nn.Module:
         """What a training step calls: the DDP wrapper (which averages the gradients) or the model."""
         return self.replica or self.model
 

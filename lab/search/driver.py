@@ -43,7 +43,7 @@ class TrialFailed(Exception):
     """The trial's run failed (its status.json says why); the search goes on."""
 
 
-class Surplus(Exception):
+class StudyFull(Exception):
     """The study already has `tune.trials` trials (finished, or running in other workers): this one is not run."""
 
 
@@ -79,13 +79,13 @@ def trial_command(
 
 
 def claim(trial: optuna.Trial, tune: DictConfig) -> None:
-    """Raise Surplus (and stop this worker) if `tune.trials` trials numbered below this one are finished or
+    """Raise StudyFull (and stop this worker) if `tune.trials` trials numbered below this one are finished or
     running: trial numbers come from the storage, so workers that share a study agree on which run."""
     taken = trial.study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
     if sum(t.number < trial.number for t in taken) >= tune.trials:
         trial.set_user_attr("surplus", f"the study had its {tune.trials} trials (tune.trials) when it began")
         trial.study.stop()
-        raise Surplus(f"trial {trial.number}: not run, the study has its {tune.trials} trials")
+        raise StudyFull(f"trial {trial.number}: not run, the study has its {tune.trials} trials")
 
 
 def run_trial(trial: optuna.Trial, tune: DictConfig, overrides: list[str]) -> float:
@@ -232,5 +232,5 @@ def search(cfg: DictConfig, overrides: list[str]) -> int:
         )
         if remaining > 0:
             study.optimize(lambda trial: run_trial(trial, tune, overrides), n_trials=remaining,
-                           n_jobs=tune.jobs, catch=(TrialFailed, Surplus))  # fmt: skip
+                           n_jobs=tune.jobs, catch=(TrialFailed, StudyFull))  # fmt: skip
     return 0 if summarise(study, overrides, study_dir) else 1

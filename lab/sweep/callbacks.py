@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from mnist_lab.cli import ending_the_command
 from mnist_lab.errors import SweepFailed, UserError, mark_said
-from mnist_lab.overrides import identity
+from mnist_lab.overrides import defining_overrides
 from mnist_lab.ownership import DirectoryTaken, claim, release, unwritable_reason
 from mnist_lab.resume import check_resumable
 from mnist_lab.status import job_dirs, read_status
@@ -134,7 +134,7 @@ class Sweep(Callback):
         failed = {job: s for job, s in statuses.items() if s["status"] not in ("completed", "pruned")}
         for job, status in failed.items():
             log.error(
-                f"  job {job.name} [{' '.join(identity(status.get('overrides', [])))}]: {status['status']}"
+                f"  job {job.name} [{' '.join(defining_overrides(status.get('overrides', [])))}]: {status['status']}"
                 f"{': ' + status['error'] if status.get('error') else ''} (log: {job / 'train.log'})"
             )
         log.info(f"leaderboard: python report.py {sweep_dir}")

@@ -26,7 +26,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lab.errors import SweepStopped, UserError, mark_said
-from mnist_lab.overrides import identity
+from mnist_lab.overrides import defining_overrides
 from mnist_lab.shell import Job
 from mnist_lab.status import read_status
 
@@ -121,7 +121,9 @@ def result(ref: Any, job: RayJob) -> JobReturn:
         if now is None or now == job.before or now["status"] == "running":
             said = str(error).strip().splitlines()[0][:300]
             message = f"the Ray worker of job {job.run_dir.name} died: {type(error).__name__}: {said}"
-            log.error(f"error: job {job.run_dir.name} [{' '.join(identity(job.overrides))}]: {message}")
+            log.error(
+                f"error: job {job.run_dir.name} [{' '.join(defining_overrides(job.overrides))}]: {message}"
+            )
             Job(job.run_dir, job.overrides).status("failed", error=message, exit_code=1)
         return JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED, _return_value=None)
 

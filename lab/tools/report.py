@@ -23,7 +23,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mnist_lab.errors import NotFound, UserError
-from mnist_lab.overrides import identity, override_key  # noqa: E402
+from mnist_lab.overrides import defining_overrides, override_key  # noqa: E402
 from mnist_lab.status import read_status  # noqa: E402
 from mnist_lab.trainer.files import atomic_write  # noqa: E402
 
@@ -97,7 +97,7 @@ def find_runs(directory: Path) -> list[SweepRun]:
         status = read_status(path)
         metrics = read_metrics(path / "metrics.json")
         state = status["status"] if status else ("completed" if metrics else "unknown")
-        runs.append(SweepRun(path, identity(overrides), state, metrics))
+        runs.append(SweepRun(path, defining_overrides(overrides), state, metrics))
     return runs
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.config import sweep_dir
-from mnist_lab.overrides import identity
+from mnist_lab.overrides import defining_overrides
 from mnist_lab.status import job_dirs, read_status, write_status
 
 
@@ -25,7 +25,7 @@ def test_resume_sweep_last_is_the_newest_sweep(tmp_path: Path) -> None:
 
 
 def test_identity_ignores_how_a_job_is_run() -> None:
-    assert identity(["seed=1", "resume=auto", "trainer.max_steps=5", "resume_sweep=last", "model=lenet",
+    assert defining_overrides(["seed=1", "resume=auto", "trainer.max_steps=5", "resume_sweep=last", "model=lenet",
                      "trainer.threads=1", "+experiment@_global_=x"]) == ["+experiment@_global_=x", "model=lenet", "seed=1"]  # fmt: skip
 
 

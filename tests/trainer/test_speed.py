@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from mnist_lab.models import LeNet, LeNetRes, ResBlockMLP
 from mnist_lab.trainer.speed import (
     available_cpus,
+    choose_cudnn_algorithms,
     configure_threads,
     prefers_channels_last,
-    tune_for,
     warm_up,
 )
 
@@ -85,11 +85,11 @@ def test_compiled_model_matches_the_eager_one() -> None:
 
 @pytest.mark.cuda
 def test_on_cuda_without_benchmark_two_runs_of_the_same_steps_are_bit_identical() -> None:
-    """What tune_for(cuda, benchmark=False) is for: a resumed run repeats an unbroken one bit for bit."""
+    """What choose_cudnn_algorithms(cuda, benchmark=False) is for: a resumed run repeats an unbroken one bit for bit."""
     before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     images, labels = torch.randn(64, 1, 28, 28).cuda(), torch.randint(0, 10, (64,)).cuda()
     try:
-        tune_for(torch.device("cuda"), False)
+        choose_cudnn_algorithms(torch.device("cuda"), False)
         weights = []
         for _ in range(2):
             torch.manual_seed(0)

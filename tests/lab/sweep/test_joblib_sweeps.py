@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from mnist_lab.config import PROJECT_ROOT
-from mnist_lab.overrides import identity
+from mnist_lab.overrides import defining_overrides
 from mnist_lab.status import job_dirs, read_status
 from mnist_lab.trainer.speed import available_cpus
 from tests.conftest import run_script
@@ -129,7 +129,7 @@ def test_hparams_one_session_per_job_in_its_own_directory(joblib_sweeps: list[Pa
         start = next(p.session_start_info for p in plugin.values() if p.HasField("session_start_info"))
         experiment = next(p.experiment for p in plugin.values() if p.HasField("experiment"))
         overrides = [o for o in (job / ".hydra" / "overrides.yaml").read_text().split("\n") if o]
-        assert start.group_name == " ".join(identity([o.removeprefix("- ") for o in overrides]))
+        assert start.group_name == " ".join(defining_overrides([o.removeprefix("- ") for o in overrides]))
         assert start.hparams["seed"].number_value == metrics["seed"]
         assert start.hparams["model"].string_value in ("lenet", "resmlp")
         assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.003)
