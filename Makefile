@@ -46,7 +46,7 @@ PYTEST_ARGS ?= -m "not long"
 test: data  ## the test suite (real MNIST included) but the cases marked long; PYTEST_ARGS="-m 'not slow'" for the quick part
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-test-long: data  ## the cases marked long (20 s and more each), which make test leaves out; CI runs both
+test-long: data  ## the cases marked long (15 s and more each), which make test leaves out; CI runs both
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile -m long
 
 gpu-check: data  ## the CUDA path in one command (~8 min on one GPU): the cuda tests, GPU epochs (fp32, bf16, compile modes, channels_last), the speedrun seeds 0-4; writes bench/results/gpu-<date>.json

@@ -149,6 +149,7 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)  # fmt: skip
 
 
+@pytest.mark.long
 def test_on_a_full_disk_export_evaluate_and_report_name_the_file_and_keep_the_one_there(
     small_disk: Path, stopped: Path
 ) -> None:

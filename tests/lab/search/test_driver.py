@@ -16,6 +16,7 @@ from tests.conftest import run_script, tiny_overrides
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_optuna_search_prunes_a_hopeless_trial_and_continues_its_study(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

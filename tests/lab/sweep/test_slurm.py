@@ -65,6 +65,7 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_contains_a_failing_one(
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_cluster
+@pytest.mark.long
 def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
     tmp_path: Path, mnist_root: Path
 ) -> None:
@@ -87,6 +88,7 @@ def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_cluster
+@pytest.mark.long
 def test_a_slurm_ddp_job_over_two_nodes_trains_one_model_written_by_global_rank_0(
     tmp_path: Path, mnist_root: Path
 ) -> None:
