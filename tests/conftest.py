@@ -2,6 +2,7 @@
 config shrunk to them, and the real-MNIST runs several tests read (made once per session)."""
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -129,3 +130,17 @@ def rest_of_output(process: subprocess.Popen, timeout: float) -> str:
     finally:
         watchdog.cancel()
     return rest
+
+
+def slurm_answers() -> bool:
+    """Whether a SLURM cluster answers here (`make slurm` starts one): the tests marked `slurm` need it."""
+    if shutil.which("sinfo") is None:
+        return False
+    nodes = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated", "--format=%N"],
+                           capture_output=True, text=True, timeout=15)  # fmt: skip
+    return nodes.returncode == 0 and bool(nodes.stdout.strip())
+
+
+needs_slurm = pytest.mark.skipif(
+    not slurm_answers(), reason="no SLURM cluster answers (sinfo): `make slurm` starts one on this machine"
+)

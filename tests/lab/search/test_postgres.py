@@ -6,7 +6,6 @@ dashboard opens the study from the same URL. Skipped, saying why, where no serve
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 
 from mnist_lab.config import PROJECT_ROOT
 from mnist_lab.status import read_status
-from tests.conftest import run_script, tiny_overrides
+from tests.conftest import needs_slurm, run_script, tiny_overrides
 
 URL = (
     os.environ.get("MNIST_LAB_POSTGRES_URL")
@@ -96,19 +95,9 @@ def test_two_workers_fill_one_study_on_postgresql_without_running_a_trial_twice(
         assert len([out for out in outputs if f"trial {t.number}: " in out]) == 1
 
 
-def slurm_answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    nodes = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated", "--format=%N"],
-                           capture_output=True, text=True, timeout=15)  # fmt: skip
-    return nodes.returncode == 0 and bool(nodes.stdout.strip())
-
-
 @pytest.mark.slurm
 @pytest.mark.long
-@pytest.mark.skipif(
-    not slurm_answers(), reason="no SLURM cluster answers (sinfo): `make slurm` starts one here"
-)
+@needs_slurm
 def test_a_worker_here_and_one_in_a_slurm_job_fill_one_study_without_running_a_trial_twice(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

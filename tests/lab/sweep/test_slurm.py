@@ -6,7 +6,6 @@ Skipped, saying why, where no cluster answers. lab/sweep/slurm.py's checks are t
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,20 +17,8 @@ from omegaconf import OmegaConf
 from mnist_lab.config import PROJECT_ROOT
 from mnist_lab.sweep import slurm
 from mnist_lab.trainer.checkpoint import load_checkpoint
-from tests.conftest import run_script
+from tests.conftest import needs_slurm, run_script
 
-
-def cluster_answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    nodes = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated", "--format=%N"],
-                           capture_output=True, text=True, timeout=15)  # fmt: skip
-    return nodes.returncode == 0 and bool(nodes.stdout.strip())
-
-
-needs_cluster = pytest.mark.skipif(
-    not cluster_answers(), reason="no SLURM cluster answers (sinfo): `make slurm` starts one on this machine"
-)
 SMALL = ["hydra/launcher=slurm", "data.train_subset=2000", "data.validation_size=1000", "trainer.epochs=1",
          "trainer.histograms_every=0"]  # fmt: skip
 
@@ -43,7 +30,7 @@ def statuses(sweep: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@needs_cluster
+@needs_slurm
 @pytest.mark.long
 def test_a_sweep_runs_each_job_as_a_slurm_job_and_contains_a_failing_one(
     tmp_path: Path, mnist_root: Path
@@ -64,7 +51,7 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_contains_a_failing_one(
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@needs_cluster
+@needs_slurm
 @pytest.mark.long
 def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
     tmp_path: Path, mnist_root: Path
@@ -87,7 +74,7 @@ def test_a_slurm_ddp_job_of_two_tasks_trains_one_model_in_one_run_directory(
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@needs_cluster
+@needs_slurm
 @pytest.mark.long
 def test_a_slurm_ddp_job_over_two_nodes_trains_one_model_written_by_global_rank_0(
     tmp_path: Path, mnist_root: Path
@@ -112,7 +99,7 @@ def test_a_slurm_ddp_job_over_two_nodes_trains_one_model_written_by_global_rank_
 
 @pytest.mark.slow
 @pytest.mark.slurm
-@needs_cluster
+@needs_slurm
 @pytest.mark.long
 def test_a_job_cancelled_mid_training_saves_last_pt_and_the_sweep_resumes_from_it(
     tmp_path: Path, mnist_root: Path
